@@ -1,0 +1,13 @@
+// Shared failure path of the per-library check macros (MPI_CHECK, H5_CHECK, CUDA_CHECK,
+// NCCL_CHECK): one message format with the library, the expression, file:line, the rank and
+// the library's own error text.
+#pragma once
+
+#include <string>
+
+namespace diffusion {
+
+[[noreturn]] void raise_check_failure(const char* library, const char* expression, const char* file,
+                                      int line, const std::string& library_message);
+
+}  // namespace diffusion

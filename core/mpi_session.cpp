@@ -1,0 +1,42 @@
+// MPI lifetime, error strings and the job-wide abort.
+#include "core/mpi_session.h"
+
+#include <cstdlib>
+
+#include "core/log.h"
+
+namespace diffusion {
+
+std::string mpi_error_text(int code) {
+  char text[MPI_MAX_ERROR_STRING];
+  int length = 0;
+  if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) return "unknown MPI error";
+  return std::string(text, static_cast<size_t>(length));
+}
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  // MULTIPLE lets a communication thread reduce gradient buckets while the main thread runs
+  // backward; the provided level is kept so callers can fall back when it is lower.
+  MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &thread_level_));
+  MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world_size_));
+  set_log_rank(rank_, world_size_);
+}
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+void abort_job(const std::string& what, int exit_code) {
+  log_line(fmt::format("{}error: {}", rank_prefix(), what));
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::exit(exit_code);
+}
+
+}  // namespace diffusion
