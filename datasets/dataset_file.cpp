@@ -3,7 +3,7 @@
 #include "datasets/dataset_file.h"
 
 #include <fmt/core.h>
-#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 #include <unistd.h>
 
 #include <algorithm>

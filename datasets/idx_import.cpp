@@ -3,7 +3,7 @@
 #include "datasets/idx_import.h"
 
 #include <fmt/core.h>
-#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join (in ranges.h since fmt 11)
 #include <zlib.h>
 
 #include <algorithm>
