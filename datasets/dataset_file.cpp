@@ -651,11 +651,24 @@ void DatasetWriter::commit() {
     throw Error(fmt::format("{}: no rows were written; a dataset needs N > 0 samples", w.path));
   H5_CHECK(H5Fflush(w.file.get(), H5F_SCOPE_GLOBAL));
   w.close_handles();
-  // The output may have appeared while we wrote (another import to the same name).
+  // link(2) publishes the file under its name only if that name is still free (an atomic
+  // no-clobber rename); another import may have created the output while we wrote. File
+  // systems without hard links get rename(2) after a last existence check.
   std::error_code ec;
+  w.committed = true;  // from here on the temporary file is ours to remove, not the destructor's
+  if (::link(w.temp_path.c_str(), w.path.c_str()) == 0) {
+    std::filesystem::remove(w.temp_path, ec);
+    return;
+  }
+  const int link_errno = errno;
+  if (link_errno == EEXIST) {
+    std::filesystem::remove(w.temp_path, ec);
+    throw Error(fmt::format("output '{}' appeared while it was being written; refusing to "
+                            "overwrite it",
+                            w.path));
+  }
   if (std::filesystem::exists(w.path, ec)) {
     std::filesystem::remove(w.temp_path, ec);
-    w.committed = true;  // nothing left to clean up
     throw Error(fmt::format("output '{}' appeared while it was being written; refusing to "
                             "overwrite it",
                             w.path));
@@ -663,10 +676,9 @@ void DatasetWriter::commit() {
   if (std::rename(w.temp_path.c_str(), w.path.c_str()) != 0) {
     const std::string reason = std::strerror(errno);
     std::filesystem::remove(w.temp_path, ec);
-    w.committed = true;
-    throw Error(fmt::format("cannot rename '{}' to '{}': {}", w.temp_path, w.path, reason));
+    throw Error(fmt::format("cannot move '{}' to '{}': {} (link(2) failed: {})", w.temp_path,
+                            w.path, reason, std::strerror(link_errno)));
   }
-  w.committed = true;
 }
 
 }  // namespace diffusion

@@ -273,6 +273,23 @@ TEST(DatasetFileTest, ExistingOutputIsRefusedAndUntouched) {
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }
 
+TEST(DatasetFileTest, OutputAppearingDuringTheWriteIsNotOverwritten) {
+  ScratchDir dir("dataset_race");
+  const std::string path = dir.file("raced.h5");
+  DatasetWriter writer(path, small_vector_spec());
+  const float x[2] = {1, 2};
+  const int64_t y[1] = {1};
+  writer.append_vectors(x, y, 1);
+  { std::ofstream(path) << "the other import's file"; }
+  expect_error([&] { writer.commit(); }, {"raced.h5", "refusing to overwrite"});
+  std::ifstream in(path);
+  std::string content;
+  std::getline(in, content);
+  EXPECT_EQ(content, "the other import's file");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1)
+      << "the temporary file must be gone";
+}
+
 TEST(DatasetFileTest, WriterRejectsBadRowsNamingTheRow) {
   ScratchDir dir("dataset_bad_rows");
   const std::string path = dir.file("bad.h5");
