@@ -41,10 +41,12 @@ endif()
 set(DIFFUSION_WITH_NCCL OFF)
 if(DIFFUSION_WITH_CUDA)
   # Prefer the NCCL that the torch wheel depends on (nvidia-nccl-cu13), so that both agree.
-  find_path(NCCL_INCLUDE_DIR nccl.h
-            HINTS "${DIFFUSION_SITE_PACKAGES}/nvidia/nccl/include" ${CUDAToolkit_INCLUDE_DIRS})
-  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2
-               HINTS "${DIFFUSION_SITE_PACKAGES}/nvidia/nccl/lib" ${CUDAToolkit_LIBRARY_DIR})
+  find_path(NCCL_INCLUDE_DIR nccl.h PATHS "${DIFFUSION_SITE_PACKAGES}/nvidia/nccl/include"
+            NO_DEFAULT_PATH)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 PATHS "${DIFFUSION_SITE_PACKAGES}/nvidia/nccl/lib"
+               NO_DEFAULT_PATH)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${CUDAToolkit_LIBRARY_DIR})
   if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
     set(DIFFUSION_WITH_NCCL ON)
     add_library(diffusion_nccl SHARED IMPORTED GLOBAL)
@@ -56,12 +58,22 @@ if(DIFFUSION_WITH_CUDA)
 endif()
 message(STATUS "diffusion-cluster: CUDA ${DIFFUSION_WITH_CUDA}, NCCL ${DIFFUSION_WITH_NCCL}")
 
-# --- MPI, HDF5, Boost, fmt ----------------------------------------------------------------
+# --- fmt: the copy that ships inside the torch wheel, header-only ---------------------------
+# LibTorch's include folder carries fmt 12; a Debian libfmt next to it would be shadowed by those
+# headers in every torch translation unit and then fail to link. One fmt for the whole project:
+# the wheel's, header-only, also for the torch-free libraries.
+set(_fmt_root "${CMAKE_BINARY_DIR}/third_party/include")
+file(MAKE_DIRECTORY "${_fmt_root}")
+file(CREATE_LINK "${TORCH_INSTALL_PREFIX}/include/fmt" "${_fmt_root}/fmt" SYMBOLIC)
+add_library(diffusion_fmt INTERFACE)
+target_include_directories(diffusion_fmt SYSTEM BEFORE INTERFACE "${_fmt_root}")
+target_compile_definitions(diffusion_fmt INTERFACE FMT_HEADER_ONLY=1)
+
+# --- MPI, HDF5, Boost ---------------------------------------------------------------
 find_package(MPI REQUIRED COMPONENTS C)
 set(HDF5_PREFER_PARALLEL OFF)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
-find_package(fmt REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(Threads REQUIRED)
 

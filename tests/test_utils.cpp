@@ -19,7 +19,7 @@ namespace diffusion::testing {
   }
   auto ad = a.detach().to(torch::kCPU, torch::kFloat64).contiguous().reshape(-1);
   auto bd = b.detach().to(torch::kCPU, torch::kFloat64).contiguous().reshape(-1);
-  auto bad = ((ad - bd).abs() > (atol + rtol * bd.abs())) | ad.isnan() != bd.isnan();
+  auto bad = ((ad - bd).abs() > (atol + rtol * bd.abs())) | (ad.isnan() != bd.isnan());
   if (!bad.any().item<bool>()) return ::testing::AssertionSuccess();
   const int64_t flat = bad.nonzero()[0][0].item<int64_t>();
   // Turn the flat index back into a multi-index for the message.

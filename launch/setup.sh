@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what building and testing need, and only what is missing: Debian's packages
+# (compiler, CMake, Open MPI, HDF5, Boost, GoogleTest, stb, Fashion-MNIST) and the pinned
+# PyTorch wheel (its LibTorch, CUDA 13 build, with NCCL) in the project-local .venv.
+# Safe to re-run; prints what it does.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0   # CUDA 13 build on PyPI; the GPU machines run the same version
+PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "h5py==3.16.0")
+DEB_PACKAGES=(build-essential cmake ninja-build pkg-config git
+  libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libboost-program-options-dev
+  libgtest-dev libstb-dev zlib1g-dev dataset-fashion-mnist python3-venv)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] installing Debian packages: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON_BIN="${PYTHON:-python3}"
+if ! .venv/bin/python -c "import torch, h5py, numpy; assert torch.__version__.split('+')[0] == '${TORCH_VERSION}'" 2>/dev/null; then
+  echo "[setup] creating .venv with ${PY_PACKAGES[*]} (about 3 GB with its CUDA libraries)"
+  [ -x .venv/bin/python ] || "$PYTHON_BIN" -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q "${PY_PACKAGES[@]}"
+fi
+echo "[setup] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)')"
