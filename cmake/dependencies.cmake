@@ -75,6 +75,7 @@ set(HDF5_PREFER_PARALLEL OFF)
 find_package(HDF5 REQUIRED COMPONENTS C)
 find_package(Boost 1.74 REQUIRED COMPONENTS program_options)
 find_package(ZLIB REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
 find_package(Threads REQUIRED)
 
 add_library(diffusion_hdf5 INTERFACE)

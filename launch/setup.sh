@@ -10,7 +10,7 @@ TORCH_VERSION=2.11.0   # CUDA 13 build on PyPI; the GPU machines run the same ve
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "h5py==3.16.0")
 DEB_PACKAGES=(build-essential cmake ninja-build pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libboost-program-options-dev
-  libgtest-dev libstb-dev zlib1g-dev dataset-fashion-mnist python3-venv)
+  libgtest-dev libstb-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist python3-venv)
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
