@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end test of build/bin/diffusion-train under mpirun -np 2 on the toy_2d config: the
+# loss falls, the resolved config and a checkpoint with its manifest appear, SIGUSR1 (Slurm's
+# warning before a time limit, forwarded by mpirun) makes the job checkpoint and exit cleanly,
+# the same command then resumes, and bad input fails fast with a message naming the key/file.
+# Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
+set -uo pipefail
+
+BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
+SRC="${DIFFUSION_SOURCE:?}"
+PY="${DIFFUSION_PYTHON:-python3}"
+WORK="${DIFFUSION_TEST_DATA:-/tmp}/train_cli_test-$$"
+MPIRUN=(mpirun -np 2 --oversubscribe)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS: $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
+
+rm -rf "$WORK" && mkdir -p "$WORK"
+trap 'rm -rf "$WORK"' EXIT
+"$BIN/diffusion-data" make-toy --kind gmm-ring --num 20000 --seed 0 --out "$WORK/ring.h5" >/dev/null
+
+BASE=("${MPIRUN[@]}" "$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --threads 1 --log-every 50)
+TRAIN=("${BASE[@]}" --data "$WORK/ring.h5")
+
+# --- a short run: loss falls, config saved, checkpoint with manifest --------------------------
+if "${TRAIN[@]}" --out "$WORK/run" --steps 600 --checkpoint-every 300 >"$WORK/run.log" 2>&1; then
+  pass "mpirun -np 2 diffusion-train exits 0"
+else
+  fail "mpirun -np 2 diffusion-train (log follows)"; cat "$WORK/run.log"
+fi
+if "$PY" - "$WORK/run/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[0]["loss"], rows[-1]["loss"]
+assert rows[-1]["step"] == 600, rows[-1]
+assert last < 0.8 * first, (first, last)
+assert len(rows[-1]["loss_per_t_quarter"]) == 4 and rows[-1]["images_per_s"] > 0
+PYEOF
+then pass "loss falls (metrics.jsonl)"; else fail "loss falls"; fi
+if [ -f "$WORK/run/config.ini" ] && grep -q "batch-size = 256" "$WORK/run/config.ini" &&
+   [ -f "$WORK/run/checkpoints/step-00000600/manifest.json" ] &&
+   [ "$(cat "$WORK/run/checkpoints/latest")" = "step-00000600" ]; then
+  pass "resolved config, checkpoint manifest and latest pointer"
+else
+  fail "run folder layout"; ls -R "$WORK/run"
+fi
+if grep -q "resolved config" "$WORK/run.log" && grep -q "img/s" "$WORK/run.log"; then
+  pass "rank 0 prints the resolved config and progress"
+else
+  fail "progress output"
+fi
+
+# --- SIGUSR1: checkpoint and clean exit, then resume ------------------------------------------
+"${TRAIN[@]}" --out "$WORK/sig" --steps 100000 --checkpoint-every 100000 >"$WORK/sig.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  grep -q "step 100/" "$WORK/sig.log" 2>/dev/null && break
+  sleep 0.1
+done
+kill -USR1 "$pid"
+wait "$pid"
+rc=$?
+step=$(cat "$WORK/sig/checkpoints/latest" 2>/dev/null)
+if [ "$rc" -eq 0 ] && grep -q "stop requested" "$WORK/sig.log" && [ -n "$step" ]; then
+  pass "SIGUSR1 → checkpoint ($step) and exit 0"
+else
+  fail "SIGUSR1 handling (rc $rc, latest '$step')"; tail -20 "$WORK/sig.log"
+fi
+if "${TRAIN[@]}" --out "$WORK/sig" --checkpoint-every 100000 --steps "$((10#${step#step-} + 50))" \
+     >"$WORK/resume.log" 2>&1 && grep -q "resumed from" "$WORK/resume.log"; then
+  pass "re-running the same command resumes"
+else
+  fail "resume"; tail -20 "$WORK/resume.log"
+fi
+
+# --- bad input fails fast, naming what is wrong ------------------------------------------------
+start=$(date +%s)
+"${BASE[@]}" --out "$WORK/bad" --data "$WORK/missing.h5" >"$WORK/bad.log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q "missing.h5" "$WORK/bad.log" && [ $(( $(date +%s) - start )) -lt 30 ]; then
+  pass "missing data: non-zero exit naming the file"
+else
+  fail "missing data (rc $rc)"; cat "$WORK/bad.log"
+fi
+"${TRAIN[@]}" --out "$WORK/bad" --batch-size 255 >"$WORK/bad2.log" 2>&1
+rc=$?
+if [ "$rc" -ne 0 ] && grep -q -- "--batch-size" "$WORK/bad2.log"; then
+  pass "batch not divisible by 2 ranks: error names --batch-size"
+else
+  fail "indivisible batch (rc $rc)"; cat "$WORK/bad2.log"
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

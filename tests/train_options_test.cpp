@@ -1,0 +1,126 @@
+// diffusion-train's options: INI sections mirror the groups, the command line wins, defaults
+// apply, and bad input names the key (and the file).
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "datasets/dataset_file.h"
+#include "tests/test_utils.h"
+#include "trainer/train_options.h"
+
+namespace diffusion {
+namespace {
+
+std::optional<TrainConfig> parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "diffusion-train");
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  return parse_train_options(static_cast<int>(argv.size()), argv.data());
+}
+
+std::string error_of(const std::vector<std::string>& args) {
+  try {
+    parse(args);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(TrainOptions, IniSectionsAndCommandLineOverrides) {
+  testing::ScratchDir dir("train_options");
+  const auto ini = dir.file("run.ini");
+  std::ofstream(ini) << "[data]\ndata = a.h5\n[model]\nmodel = mlp\nmlp-hidden = 64\n"
+                        "[optimiser]\nbatch-size = 32\nema-rates = 0.999,0.99\nlr = 1e-3\n"
+                        "[diffusion]\nschedule = cosine\nprediction = v\n";
+  const auto c = parse({"--config", ini, "--batch-size", "48", "--out", "runs/x"});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->data.path, "a.h5");
+  EXPECT_EQ(c->model.kind, "mlp");
+  EXPECT_EQ(c->model.mlp.hidden, 64);
+  EXPECT_EQ(c->optim.batch_size, 48);  // the command line wins over the file
+  EXPECT_DOUBLE_EQ(c->optim.lr, 1e-3);
+  EXPECT_EQ(c->optim.ema_rates, (std::vector<double>{0.999, 0.99}));
+  EXPECT_EQ(c->diffusion.schedule.kind, ScheduleKind::kCosine);
+  EXPECT_EQ(c->diffusion.prediction, Prediction::kV);
+  EXPECT_EQ(c->checkpoint.out, "runs/x");
+  EXPECT_EQ(c->optim.steps, 1000);  // default
+  EXPECT_NE(c->resolved_text.find("batch-size = 48"), std::string::npos);
+  EXPECT_NE(c->resolved_text.find("[optimiser]"), std::string::npos);
+}
+
+TEST(TrainOptions, DdpmDefaultsWithoutAFile) {
+  const auto c = parse({"--data", "d.h5", "--out", "o"});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->model.unet.channel_mult, (std::vector<int64_t>{1, 2, 2, 2}));
+  EXPECT_EQ(c->model.unet.attention_resolutions, (std::vector<int64_t>{16}));
+  EXPECT_EQ(c->diffusion.schedule.timesteps, 1000);
+  EXPECT_FALSE(c->diffusion.schedule.beta_start.has_value());
+}
+
+TEST(TrainOptions, BadInputNamesTheKey) {
+  testing::ScratchDir dir("train_options_bad");
+  const auto ini = dir.file("bad.ini");
+  std::ofstream(ini) << "[optimiser]\nlearning-rate = 1\n";
+  auto e = error_of({"--config", ini});
+  EXPECT_NE(e.find("bad.ini"), std::string::npos) << e;
+  EXPECT_NE(e.find("learning-rate"), std::string::npos) << e;
+  std::ofstream(ini) << "[model]\nbatch-size = 4\n";
+  e = error_of({"--config", ini});
+  EXPECT_NE(e.find("[optimiser]"), std::string::npos) << e;
+  e = error_of({"--steps", "ten"});
+  EXPECT_NE(e.find("--steps"), std::string::npos) << e;
+  e = error_of({"--no-such-option", "1"});
+  EXPECT_NE(e.find("no-such-option"), std::string::npos) << e;
+  e = error_of({"--config", dir.file("missing.ini")});
+  EXPECT_NE(e.find("missing.ini"), std::string::npos) << e;
+}
+
+TEST(TrainConfigValidation, NamesTheKeyAtFault) {
+  auto c = parse({"--data", "d.h5", "--out", "o", "--batch-size", "10"});
+  ASSERT_TRUE(c);
+  EXPECT_NO_THROW(validate_train_config(*c, 2));
+  try {
+    validate_train_config(*c, 3);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--batch-size"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("3 ranks"), std::string::npos);
+  }
+  c->diffusion.schedule.timesteps = 1;
+  EXPECT_THROW(validate_train_config(*c, 1), Error);
+  c = parse({"--data", "d.h5", "--out", "o", "--batch-size", "8", "--micro-batch", "3"});
+  EXPECT_THROW(validate_train_config(*c, 1), Error);
+  c = parse({"--data", "d.h5", "--out", "o", "--ema-rates", "1.5"});
+  EXPECT_THROW(validate_train_config(*c, 1), Error);
+}
+
+TEST(TrainConfigValidation, DatasetMustFitTheModel) {
+  auto c = parse({"--data", "d.h5", "--out", "o", "--model", "unet", "--class-cond", "true"});
+  DatasetInfo vectors;
+  vectors.path = "ring.h5";
+  vectors.kind = DataKind::kVectors;
+  vectors.sample_shape = {2};
+  vectors.num_samples = 10;
+  try {
+    validate_data_fits_model(*c, vectors);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ring.h5"), std::string::npos);
+  }
+  DatasetInfo images;
+  images.path = "img.h5";
+  images.kind = DataKind::kImages;
+  images.sample_shape = {28, 28, 1};
+  images.num_samples = 10;
+  EXPECT_THROW(validate_data_fits_model(*c, images), Error);  // no labels for --class-cond
+  images.has_labels = true;
+  images.num_classes = 10;
+  EXPECT_NO_THROW(validate_data_fits_model(*c, images));
+  c->model.unet.in_channels = 3;
+  EXPECT_THROW(validate_data_fits_model(*c, images), Error);
+}
+
+}  // namespace
+}  // namespace diffusion

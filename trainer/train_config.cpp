@@ -1,0 +1,67 @@
+// Validation of the trainer's configuration, in one place.
+#include "trainer/train_config.h"
+
+#include <fmt/format.h>
+
+#include "core/error.h"
+#include "datasets/dataset_file.h"
+
+namespace diffusion {
+namespace {
+
+[[noreturn]] void fail(const std::string& key, const std::string& why) {
+  throw Error(fmt::format("option --{}: {}", key, why));
+}
+
+}  // namespace
+
+void validate_train_config(const TrainConfig& c, int world_size) {
+  if (c.data.path.empty()) fail("data", "no training set given");
+  if (c.checkpoint.out.empty()) fail("out", "no run folder given");
+  if (c.model.kind != "unet" && c.model.kind != "mlp")
+    fail("model", fmt::format("'{}' is not unet or mlp", c.model.kind));
+  if (c.diffusion.schedule.timesteps < 2)
+    fail("timesteps", fmt::format("T = {}, expected T >= 2", c.diffusion.schedule.timesteps));
+  if (c.diffusion.p_uncond < 0 || c.diffusion.p_uncond >= 1)
+    fail("p-uncond", fmt::format("{} is not in [0, 1)", c.diffusion.p_uncond));
+  const auto& o = c.optim;
+  if (o.steps < 1) fail("steps", fmt::format("{} < 1", o.steps));
+  if (o.batch_size < 1) fail("batch-size", fmt::format("{} < 1", o.batch_size));
+  if (o.batch_size % world_size != 0)
+    fail("batch-size", fmt::format("the global batch {} does not divide over {} ranks", o.batch_size,
+                                   world_size));
+  const int64_t local = o.batch_size / world_size;
+  if (o.micro_batch < 0 || (o.micro_batch > 0 && local % o.micro_batch != 0))
+    fail("micro-batch", fmt::format("{} does not divide the per-rank batch {} (= {} / {} ranks)",
+                                    o.micro_batch, local, o.batch_size, world_size));
+  if (!(o.lr > 0)) fail("lr", fmt::format("{} is not positive", o.lr));
+  if (o.warmup < 0) fail("warmup", "must be >= 0");
+  if (o.grad_clip < 0) fail("grad-clip", "must be >= 0");
+  if (o.ema_rates.empty()) fail("ema-rates", "give at least one rate");
+  for (double r : o.ema_rates)
+    if (!(r > 0 && r < 1)) fail("ema-rates", fmt::format("{} is not in (0, 1)", r));
+  if (o.max_nonfinite < 1) fail("max-nonfinite", "must be >= 1");
+  if (o.bucket_mb < 1) fail("bucket-mb", "must be >= 1");
+  if (c.checkpoint.checkpoint_every < 1) fail("checkpoint-every", "must be >= 1");
+  if (c.checkpoint.keep < 1) fail("keep-checkpoints", "must be >= 1");
+  if (c.logging.log_every < 1) fail("log-every", "must be >= 1");
+}
+
+void validate_data_fits_model(const TrainConfig& c, const DatasetInfo& info) {
+  const bool images = info.kind == DataKind::kImages;
+  if (c.model.kind == "unet" && !images)
+    throw Error(fmt::format("{}: holds vectors {} but --model unet needs images [N, H, W, C]",
+                            info.path, info.describe()));
+  if (c.model.kind == "mlp" && images)
+    throw Error(fmt::format("{}: holds images {} but --model mlp needs vectors `x` [N, D]", info.path,
+                            info.describe()));
+  if (images && c.model.unet.in_channels != 0 && c.model.unet.in_channels != info.sample_shape[2])
+    throw Error(fmt::format("{}: images have {} channels but --in-channels is {}", info.path,
+                            info.sample_shape[2], c.model.unet.in_channels));
+  if (c.diffusion.class_conditional && !info.has_labels)
+    throw Error(fmt::format("{}: has no `labels`, but --class-cond is set", info.path));
+  if (c.data.random_flip && !images)
+    throw Error(fmt::format("{}: --random-flip needs images, the file holds vectors", info.path));
+}
+
+}  // namespace diffusion

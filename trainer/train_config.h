@@ -1,0 +1,77 @@
+// The trainer's configuration as plain structs, one per option group (data, model, diffusion,
+// optimiser, checkpoint, logging). Filled by train_options.cpp, the only file that knows
+// Boost; checked in one place, validate_train_config, with errors that name the key.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/denoiser.h"
+#include "core/gaussian_diffusion.h"
+#include "core/schedule.h"
+
+namespace diffusion {
+
+struct DataOptions {
+  std::string path;          // --data
+  bool random_flip = false;  // images only
+  int64_t memory_limit_mb = 1024;
+};
+
+struct DiffusionOptions {
+  ScheduleConfig schedule;
+  Prediction prediction = Prediction::kEps;
+  bool learned_variance = false;  // L_hybrid with a learned-range variance
+  double vlb_weight = 0.001;
+  bool class_conditional = false;
+  double p_uncond = 0.1;  // label dropped to the null label with this probability
+};
+
+struct OptimOptions {
+  int64_t steps = 1000;       // --steps: total optimiser steps of the run
+  int64_t batch_size = 64;    // --batch-size: global batch over all ranks
+  int64_t micro_batch = 0;    // per-rank micro-batch for accumulation; 0 = the whole local batch
+  double lr = 2e-4;
+  int64_t warmup = 0;         // linear warmup steps
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  double grad_clip = 1.0;     // max global gradient norm; 0 = off
+  std::vector<double> ema_rates = {0.9999};
+  int64_t max_nonfinite = 10;  // consecutive skipped updates before the run stops
+  uint64_t seed = 0;           // --seed
+  int64_t bucket_mb = 25;      // gradient all-reduce bucket size
+  int threads = 0;             // intra-op threads per rank; 0 = LibTorch's default
+};
+
+struct CheckpointOptions {
+  std::string out;              // --out: the run folder
+  int64_t checkpoint_every = 1000;  // --checkpoint-every (steps); the last step always saves
+  int keep = 3;                 // complete checkpoints kept
+};
+
+struct LoggingOptions {
+  int64_t log_every = 50;  // progress line and metrics.jsonl record every K steps
+};
+
+struct TrainConfig {
+  std::string config_file;  // --config, if any
+  DataOptions data;
+  ModelConfig model;
+  DiffusionOptions diffusion;
+  OptimOptions optim;
+  CheckpointOptions checkpoint;
+  LoggingOptions logging;
+  std::string resolved_text;  // every option with its value, INI-style; printed and saved
+};
+
+// Checks what can be checked before any data is read (T >= 2, the batch divides over the
+// world, sizes positive, ...). Throws diffusion::Error naming the key.
+void validate_train_config(const TrainConfig& config, int world_size);
+
+// Checks the dataset against the model (kind, channels or dimension, labels for a
+// class-conditional model). Throws diffusion::Error naming the file and the key.
+struct DatasetInfo;
+void validate_data_fits_model(const TrainConfig& config, const DatasetInfo& info);
+
+}  // namespace diffusion

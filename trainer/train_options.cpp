@@ -1,0 +1,247 @@
+// Boost.Program_options for diffusion-train: one options_description per group with its
+// defaults shown in --help, INI sections mirroring the groups, command line over INI.
+// Every value is read as text and converted here, so a bad value names its key.
+#include "trainer/train_options.h"
+
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace diffusion {
+namespace po = boost::program_options;
+namespace {
+
+struct OptionSpec {
+  const char* group;
+  const char* key;
+  const char* default_value;
+  const char* help;
+};
+
+// One declaration per option (llama.cpp's arg table): group, name, default, help.
+const OptionSpec kOptions[] = {
+    {"data", "data", "", "training set (HDF5, docs/formats.md)"},
+    {"data", "random-flip", "false", "random horizontal flips (images)"},
+    {"data", "memory-limit-mb", "1024", "load the data set into memory when it fits under this"},
+    {"model", "model", "unet", "network: unet | mlp"},
+    {"model", "in-channels", "0", "image channels; 0 = from the data"},
+    {"model", "base-channels", "128", "unet: channels of the first level"},
+    {"model", "channel-mult", "1,2,2,2", "unet: channel multiplier per level"},
+    {"model", "num-res-blocks", "2", "unet: residual blocks per level"},
+    {"model", "attention-resolutions", "16", "unet: self-attention at these sizes (for image-size)"},
+    {"model", "image-size", "32", "unet: input size the attention resolutions refer to"},
+    {"model", "num-heads", "1", "unet: attention heads"},
+    {"model", "num-groups", "32", "unet: GroupNorm groups"},
+    {"model", "dropout", "0.1", "dropout probability"},
+    {"model", "mlp-hidden", "256", "mlp: hidden width"},
+    {"model", "mlp-blocks", "4", "mlp: residual blocks"},
+    {"model", "mlp-time-dim", "128", "mlp: timestep embedding size"},
+    {"diffusion", "timesteps", "1000", "T, the number of diffusion steps"},
+    {"diffusion", "schedule", "linear", "beta schedule: linear | cosine"},
+    {"diffusion", "beta-start", "auto", "linear schedule: first beta (auto: 1e-4*1000/T)"},
+    {"diffusion", "beta-end", "auto", "linear schedule: last beta (auto: 0.02*1000/T)"},
+    {"diffusion", "prediction", "eps", "network target: eps | x0 | v"},
+    {"diffusion", "learned-variance", "false", "learn the variance (L_hybrid)"},
+    {"diffusion", "vlb-weight", "0.001", "lambda of L_hybrid"},
+    {"diffusion", "class-cond", "false", "class-conditional (needs labels)"},
+    {"diffusion", "p-uncond", "0.1", "probability of dropping the label (guidance)"},
+    {"optimiser", "steps", "1000", "total optimiser steps"},
+    {"optimiser", "batch-size", "64", "global batch size over all ranks"},
+    {"optimiser", "micro-batch", "0", "per-rank micro-batch (gradient accumulation); 0 = off"},
+    {"optimiser", "lr", "2e-4", "AdamW learning rate"},
+    {"optimiser", "warmup", "0", "linear learning-rate warmup steps"},
+    {"optimiser", "weight-decay", "0", "AdamW weight decay"},
+    {"optimiser", "grad-clip", "1", "clip the global gradient norm to this; 0 = off"},
+    {"optimiser", "ema-rates", "0.9999", "EMA decay rates, comma-separated"},
+    {"optimiser", "max-nonfinite", "10", "stop after this many non-finite steps in a row"},
+    {"optimiser", "seed", "0", "seed of every random draw of the run"},
+    {"optimiser", "bucket-mb", "25", "gradient all-reduce bucket size (MB)"},
+    {"optimiser", "threads", "0", "intra-op threads per rank; 0 = default"},
+    {"checkpoint", "out", "", "run folder (config, metrics, checkpoints)"},
+    {"checkpoint", "checkpoint-every", "1000", "save every K steps (and at the end)"},
+    {"checkpoint", "keep-checkpoints", "3", "complete checkpoints kept"},
+    {"logging", "log-every", "50", "progress line and metrics record every K steps"},
+};
+
+const char* const kGroups[] = {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"};
+
+[[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* expected) {
+  throw Error(fmt::format("option --{}: '{}' is not {}", key, value, expected));
+}
+
+int64_t to_int(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long x = std::stoll(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  bad_value(key, v, "an integer");
+}
+
+double to_double(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const double x = std::stod(v, &used);
+    if (used == v.size()) return x;
+  } catch (const std::exception&) {
+  }
+  bad_value(key, v, "a number");
+}
+
+bool to_bool(const std::string& key, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
+  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
+  bad_value(key, v, "true or false");
+}
+
+template <typename T, typename Convert>
+std::vector<T> to_list(const std::string& key, const std::string& v, Convert convert) {
+  std::vector<T> out;
+  std::stringstream ss(v);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) bad_value(key, v, "a comma-separated list");
+    out.push_back(convert(key, item));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
+  po::options_description general("general");
+  general.add_options()("help,h", "show this help")(
+      "config", po::value<std::string>(), "INI file; its [sections] mirror the groups below");
+  std::map<std::string, po::options_description> groups;
+  std::map<std::string, std::string> group_of;
+  for (const char* g : kGroups) groups.emplace(g, po::options_description(g));
+  for (const auto& o : kOptions) {
+    groups.at(o.group).add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
+    group_of[o.key] = o.group;
+  }
+  po::options_description all("diffusion-train [--config FILE.ini] [--key value ...]");
+  all.add(general);
+  for (const char* g : kGroups) all.add(groups.at(g));
+
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, all), vm);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("command line: {}", e.what()));
+  }
+  if (vm.count("help")) {
+    std::cout << all << "\n";
+    return std::nullopt;
+  }
+
+  TrainConfig config;
+  if (vm.count("config")) {
+    config.config_file = vm["config"].as<std::string>();
+    std::ifstream in(config.config_file);
+    if (!in) throw Error(fmt::format("{}: cannot open the config file", config.config_file));
+    po::options_description ini_options;
+    for (const auto& o : kOptions)
+      ini_options.add_options()(fmt::format("{}.{}", o.group, o.key).c_str(), po::value<std::string>());
+    po::parsed_options parsed(&ini_options);
+    try {
+      parsed = po::parse_config_file(in, ini_options, /*allow_unregistered=*/true);
+    } catch (const po::error& e) {
+      throw Error(fmt::format("{}: {}", config.config_file, e.what()));
+    }
+    // The INI names keys "section.key"; map them onto the flat command-line names, and refuse
+    // keys that are unknown or sit in another group's section.
+    for (auto& opt : parsed.options) {
+      const auto dot = opt.string_key.find('.');
+      const std::string section = dot == std::string::npos ? "" : opt.string_key.substr(0, dot);
+      const std::string key = dot == std::string::npos ? opt.string_key : opt.string_key.substr(dot + 1);
+      const auto it = group_of.find(key);
+      if (it == group_of.end())
+        throw Error(fmt::format("{}: unknown key '{}' in section [{}]", config.config_file, key, section));
+      if (it->second != section)
+        throw Error(fmt::format("{}: key '{}' belongs in section [{}], found in [{}]", config.config_file,
+                                key, it->second, section));
+      opt.string_key = key;
+      opt.unregistered = false;
+    }
+    // The command line was stored first, so it wins over the file.
+    po::options_description flat;
+    for (const auto& o : kOptions) flat.add_options()(o.key, po::value<std::string>());
+    parsed.description = &flat;
+    po::store(parsed, vm);
+  }
+  po::notify(vm);
+
+  const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
+  std::string resolved;
+  for (const char* g : kGroups) {
+    resolved += fmt::format("[{}]\n", g);
+    for (const auto& o : kOptions)
+      if (std::string(o.group) == g) resolved += fmt::format("{} = {}\n", o.key, s(o.key));
+    resolved += "\n";
+  }
+  config.resolved_text = resolved;
+
+  config.data.path = s("data");
+  config.data.random_flip = to_bool("random-flip", s("random-flip"));
+  config.data.memory_limit_mb = to_int("memory-limit-mb", s("memory-limit-mb"));
+
+  auto& m = config.model;
+  m.kind = s("model");
+  auto& u = m.unet;
+  u.in_channels = to_int("in-channels", s("in-channels"));
+  u.base_channels = to_int("base-channels", s("base-channels"));
+  u.channel_mult = to_list<int64_t>("channel-mult", s("channel-mult"), to_int);
+  u.num_res_blocks = to_int("num-res-blocks", s("num-res-blocks"));
+  u.attention_resolutions = s("attention-resolutions") == "none"
+                                ? std::vector<int64_t>{}
+                                : to_list<int64_t>("attention-resolutions", s("attention-resolutions"), to_int);
+  u.image_size = to_int("image-size", s("image-size"));
+  u.num_heads = to_int("num-heads", s("num-heads"));
+  u.num_groups = to_int("num-groups", s("num-groups"));
+  u.dropout = to_double("dropout", s("dropout"));
+  m.mlp.hidden = to_int("mlp-hidden", s("mlp-hidden"));
+  m.mlp.num_blocks = to_int("mlp-blocks", s("mlp-blocks"));
+  m.mlp.time_embed_dim = to_int("mlp-time-dim", s("mlp-time-dim"));
+  m.mlp.dropout = u.dropout;
+
+  auto& d = config.diffusion;
+  d.schedule.timesteps = to_int("timesteps", s("timesteps"));
+  d.schedule.kind = parse_schedule_kind(s("schedule"));
+  if (s("beta-start") != "auto") d.schedule.beta_start = to_double("beta-start", s("beta-start"));
+  if (s("beta-end") != "auto") d.schedule.beta_end = to_double("beta-end", s("beta-end"));
+  d.prediction = parse_prediction(s("prediction"));
+  d.learned_variance = to_bool("learned-variance", s("learned-variance"));
+  d.vlb_weight = to_double("vlb-weight", s("vlb-weight"));
+  d.class_conditional = to_bool("class-cond", s("class-cond"));
+  d.p_uncond = to_double("p-uncond", s("p-uncond"));
+  u.learned_variance = m.mlp.learned_variance = d.learned_variance;
+
+  auto& o = config.optim;
+  o.steps = to_int("steps", s("steps"));
+  o.batch_size = to_int("batch-size", s("batch-size"));
+  o.micro_batch = to_int("micro-batch", s("micro-batch"));
+  o.lr = to_double("lr", s("lr"));
+  o.warmup = to_int("warmup", s("warmup"));
+  o.weight_decay = to_double("weight-decay", s("weight-decay"));
+  o.grad_clip = to_double("grad-clip", s("grad-clip"));
+  o.ema_rates = to_list<double>("ema-rates", s("ema-rates"), to_double);
+  o.max_nonfinite = to_int("max-nonfinite", s("max-nonfinite"));
+  o.seed = static_cast<uint64_t>(to_int("seed", s("seed")));
+  o.bucket_mb = to_int("bucket-mb", s("bucket-mb"));
+  o.threads = static_cast<int>(to_int("threads", s("threads")));
+
+  config.checkpoint.out = s("out");
+  config.checkpoint.checkpoint_every = to_int("checkpoint-every", s("checkpoint-every"));
+  config.checkpoint.keep = static_cast<int>(to_int("keep-checkpoints", s("keep-checkpoints")));
+  config.logging.log_every = to_int("log-every", s("log-every"));
+  return config;
+}
+
+}  // namespace diffusion

@@ -1,0 +1,43 @@
+// Trainer: data-parallel training of one denoiser over the ranks of an MPI communicator (any
+// communicator, not only MPI_COMM_WORLD). run() reads top to bottom: resume → per step:
+// batch → draws → forward → backward (gradient buckets reduced meanwhile) → clip → AdamW →
+// EMA → log → checkpoint.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/communicator.h"
+#include "trainer/train_config.h"
+
+namespace diffusion {
+
+struct TrainResult {
+  int64_t final_step = 0;
+  int64_t skipped_steps = 0;
+  bool stopped_by_signal = false;
+  std::string last_checkpoint;
+};
+
+class Trainer {
+ public:
+  // `comm` carries control traffic and checkpoints; `communicator` reduces gradients. Both
+  // span the same ranks.
+  Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator);
+  TrainResult run();
+
+ private:
+  TrainConfig config_;
+  MPI_Comm comm_;
+  Communicator& communicator_;
+};
+
+// Asks every Trainer in this process to checkpoint and stop after the current step (what the
+// SIGTERM/SIGUSR1 handlers do; exposed for tests).
+void request_stop();
+void install_stop_signal_handlers();
+
+}  // namespace diffusion

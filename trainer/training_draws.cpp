@@ -1,0 +1,37 @@
+// Keyed per-sample draws for training (core/rng.h): a sample's draws depend only on its key,
+// never on which rank or batch slot it lands in.
+#include "trainer/training_draws.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include "core/rng.h"
+
+namespace diffusion {
+
+TrainingDraws draw_training_noise(uint64_t seed, int64_t step, const std::vector<int64_t>& positions,
+                                  const std::vector<int64_t>& sample_shape, int64_t timesteps,
+                                  double p_uncond) {
+  const auto b = static_cast<int64_t>(positions.size());
+  TrainingDraws d;
+  d.t = torch::empty({b}, torch::kLong);
+  d.drop_label = torch::empty({b}, torch::kBool);
+  std::vector<int64_t> shape{b};
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  d.eps = torch::empty(shape, torch::kFloat32);
+  auto t_acc = d.t.accessor<int64_t, 1>();
+  auto drop_acc = d.drop_label.accessor<bool, 1>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto p = static_cast<uint64_t>(positions[i]);
+    const auto s = static_cast<uint64_t>(step);
+    t_acc[i] = static_cast<int64_t>(
+        KeyedRng(stream_key(seed, RngPurpose::kTimestep, {s, p})).below(static_cast<uint64_t>(timesteps)));
+    drop_acc[i] = KeyedRng(stream_key(seed, RngPurpose::kLabelDrop, {s, p})).uniform() < p_uncond;
+    // A generator per sample keeps ε independent of the sample's slot in the batch.
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(stream_key(seed, RngPurpose::kNoise, {s, p}));
+    d.eps[i].copy_(torch::randn(sample_shape, gen));
+  }
+  return d;
+}
+
+}  // namespace diffusion

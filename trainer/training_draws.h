@@ -1,0 +1,23 @@
+// The random draws of one training step for a rank's samples: timestep t, noise ε and label
+// dropout, each keyed by (seed, step, global sample position), so the training stream is the
+// same at every rank count, batch split and micro-batch size.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace diffusion {
+
+struct TrainingDraws {
+  at::Tensor t;           // int64 [b], uniform in 0 … T-1
+  at::Tensor eps;         // float32 [b, …sample shape]
+  at::Tensor drop_label;  // bool [b]: replace the label with the null label
+};
+
+TrainingDraws draw_training_noise(uint64_t seed, int64_t step, const std::vector<int64_t>& positions,
+                                  const std::vector<int64_t>& sample_shape, int64_t timesteps,
+                                  double p_uncond);
+
+}  // namespace diffusion
