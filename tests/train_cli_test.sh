@@ -93,5 +93,26 @@ else
   fail "indivisible batch (rc $rc)"; cat "$WORK/bad2.log"
 fi
 
+# --- one rank fails alone: the job goes down within seconds instead of hanging ----------------
+# Two rows, row 1 is NaN, read per batch (no memory cache): at step 0 exactly one of the two
+# ranks reads the bad row and throws while the other enters the gradient all-reduce.
+"$PY" - "$WORK/nan.h5" <<'PYEOF'
+import sys, h5py, numpy as np
+with h5py.File(sys.argv[1], "w") as f:
+    f.create_dataset("x", data=np.array([[0.5, 0.5], [np.nan, 0.0]], dtype=np.float32),
+                     maxshape=(None, 2), chunks=(2, 2))
+PYEOF
+start=$(date +%s)
+timeout 120 "${BASE[@]}" --out "$WORK/nan-run" --data "$WORK/nan.h5" --batch-size 2 --memory-limit-mb 0 \
+  --steps 10 >"$WORK/nan.log" 2>&1
+rc=$?
+took=$(( $(date +%s) - start ))
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$took" -lt 60 ] && grep -q "nan.h5" "$WORK/nan.log" &&
+   grep -qE "\[rank [01]/2\] error" "$WORK/nan.log"; then
+  pass "a NaN row read by one rank aborts the whole job in ${took}s, naming rank and file"
+else
+  fail "one-rank failure (rc $rc after ${took}s)"; cat "$WORK/nan.log"
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
