@@ -13,6 +13,21 @@ void set_log_rank(int rank, int world);
 int log_rank_id();
 int log_world_size();
 
+// Makes the ranks of a sub-communicator log as ranks 0 … n-1 of n for its lifetime (a job that
+// runs on a slice of the world logs through its own rank 0); restores the previous values.
+class ScopedLogRank {
+ public:
+  ScopedLogRank(int rank, int world) : saved_rank_(log_rank_id()), saved_world_(log_world_size()) {
+    set_log_rank(rank, world);
+  }
+  ~ScopedLogRank() { set_log_rank(saved_rank_, saved_world_); }
+  ScopedLogRank(const ScopedLogRank&) = delete;
+  ScopedLogRank& operator=(const ScopedLogRank&) = delete;
+
+ private:
+  int saved_rank_, saved_world_;
+};
+
 // "[rank r/W] " or "" when the world has one rank.
 std::string rank_prefix();
 

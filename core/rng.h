@@ -19,6 +19,7 @@ enum class RngPurpose : uint64_t {
   kLabelDrop = 5,
   kToyData = 6,
   kSampleNoise = 7,
+  kDropout = 8,
 };
 
 constexpr uint64_t splitmix64(uint64_t x) {

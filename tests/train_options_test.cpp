@@ -117,9 +117,13 @@ TEST(TrainConfigValidation, DatasetMustFitTheModel) {
   EXPECT_THROW(validate_data_fits_model(*c, images), Error);  // no labels for --class-cond
   images.has_labels = true;
   images.num_classes = 10;
+  EXPECT_THROW(validate_data_fits_model(*c, images), Error);  // 28×28 data, --image-size 32
+  c->model.unet.image_size = 28;
   EXPECT_NO_THROW(validate_data_fits_model(*c, images));
   c->model.unet.in_channels = 3;
   EXPECT_THROW(validate_data_fits_model(*c, images), Error);
+  c = parse({"--data", "d.h5", "--out", "o", "--model", "mlp", "--learned-variance", "true"});
+  EXPECT_THROW(validate_data_fits_model(*c, vectors), Error);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/mpi_communicator.h"
 #include "core/mpi_session.h"
+#include "datasets/dataset_file.h"
 #include "datasets/toy_sets.h"
 #include "tests/test_utils.h"
 #include "trainer/trainer.h"
@@ -171,9 +172,16 @@ TEST_F(TrainerMpiTest, MicroBatchesGiveTheSameStep) {
 TEST_F(TrainerMpiTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
   const std::string d = shared_dir() + "/resume";
   const int color = world_rank() / 2;
-  train_on(color, 0, toy_config(d + "/straight", 6));
-  train_on(color, 0, toy_config(d + "/stopped", 3));  // stops at 3 with a checkpoint
-  train_on(color, 0, toy_config(d + "/stopped", 6));  // same command, longer: resumes from 3
+  // Warmup still running and dropout on at the resume point, so both must carry over.
+  const auto config = [&](const std::string& out, int64_t steps) {
+    auto c = toy_config(out, steps);
+    c.optim.warmup = 5;
+    c.model.mlp.dropout = 0.2;
+    return c;
+  };
+  train_on(color, 0, config(d + "/straight", 6));
+  train_on(color, 0, config(d + "/stopped", 3));  // stops at 3 with a checkpoint
+  train_on(color, 0, config(d + "/stopped", 6));  // same command, longer: resumes from 3
   if (world_rank() == 0) {
     const auto a = final_state(d + "/straight"), b = final_state(d + "/stopped");
     ASSERT_EQ(a.size(), b.size());
@@ -198,6 +206,61 @@ TEST_F(TrainerMpiTest, CheckpointFromTwoRanksResumesOnThree) {
     EXPECT_EQ(loaded.written_by_world_size, 3);
     expect_same_model(d + "/straight", d + "/moved", 1e-4, 1e-6);
   }
+}
+
+TEST_F(TrainerMpiTest, AStopRequestOnOneRankStopsEveryRankWithACheckpoint) {
+  const std::string d = shared_dir() + "/stop";
+  MPI_Comm comm;
+  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank() / 2, world_rank(), &comm));
+  {
+    MpiCommunicator communicator(comm);
+    if (world_rank() % 2 == 1) request_stop();  // as SIGUSR1 on one rank would
+    const auto result = Trainer(toy_config(d + std::to_string(world_rank() / 2), 6), comm, communicator).run();
+    EXPECT_TRUE(result.stopped_by_signal);
+    EXPECT_EQ(result.final_step, 1);
+    EXPECT_FALSE(result.last_checkpoint.empty());
+    // The request was handled: the same command runs on to the end.
+    const auto again = Trainer(toy_config(d + std::to_string(world_rank() / 2), 6), comm, communicator).run();
+    EXPECT_FALSE(again.stopped_by_signal);
+    EXPECT_EQ(again.final_step, 6);
+  }
+  MPI_Comm_free(&comm);
+}
+
+TEST_F(TrainerMpiTest, NonFiniteGradientsSkipUpdatesThenStop) {
+  const std::string d = shared_dir() + "/nonfinite";
+  const std::string data = d + "-huge.h5";
+  if (world_rank() == 0) {
+    // Finite data whose squares overflow float32: every loss and gradient is non-finite.
+    DatasetSpec spec;
+    spec.kind = DataKind::kVectors;
+    spec.sample_shape = {2};
+    DatasetWriter writer(data, spec);
+    std::vector<float> x(2 * 64, 3e38f);
+    writer.append_vectors(x.data(), nullptr, 64);
+    writer.commit();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  auto c = toy_config(d, 20);
+  c.data.path = data;
+  c.diffusion.class_conditional = false;
+  c.optim.max_nonfinite = 3;
+  c.checkpoint.checkpoint_every = 100;
+  MPI_Comm comm;
+  MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, world_rank() / 2, world_rank(), &comm));
+  if (world_rank() / 2 == 0) {
+    MpiCommunicator communicator(comm);
+    try {
+      Trainer(c, comm, communicator).run();
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("3 non-finite gradient norms in a row"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("step 2"), std::string::npos) << e.what();  // steps 0, 1, 2
+    }
+    EXPECT_FALSE(find_checkpoint(d).has_value());  // nothing was saved from a broken run
+  }
+  MPI_Comm_free(&comm);
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST_F(TrainerMpiTest, RefusesARunFolderOfAnotherModel) {

@@ -58,6 +58,14 @@ void validate_data_fits_model(const TrainConfig& c, const DatasetInfo& info) {
   if (images && c.model.unet.in_channels != 0 && c.model.unet.in_channels != info.sample_shape[2])
     throw Error(fmt::format("{}: images have {} channels but --in-channels is {}", info.path,
                             info.sample_shape[2], c.model.unet.in_channels));
+  if (images && c.model.unet.image_size != info.sample_shape[0])
+    throw Error(fmt::format("{}: images are {}×{} but --image-size is {} (the attention resolutions "
+                            "refer to it)",
+                            info.path, info.sample_shape[0], info.sample_shape[1], c.model.unet.image_size));
+  if (!images && c.diffusion.learned_variance)
+    throw Error(fmt::format("{}: --learned-variance needs 8-bit images: its t = 0 term is the "
+                            "256-bin decoder likelihood, which means nothing for vectors",
+                            info.path));
   if (c.diffusion.class_conditional && !info.has_labels)
     throw Error(fmt::format("{}: has no `labels`, but --class-cond is set", info.path));
   if (c.data.random_flip && !images)

@@ -48,7 +48,7 @@ const OptionSpec kOptions[] = {
     {"diffusion", "beta-end", "auto", "linear schedule: last beta (auto: 0.02*1000/T)"},
     {"diffusion", "prediction", "eps", "network target: eps | x0 | v"},
     {"diffusion", "learned-variance", "false", "learn the variance (L_hybrid)"},
-    {"diffusion", "vlb-weight", "0.001", "lambda of L_hybrid"},
+    {"diffusion", "vlb-weight", "0.001", "lambda of L_hybrid = L_simple + lambda*L_vlb (L_vlb sums T terms)"},
     {"diffusion", "class-cond", "false", "class-conditional (needs labels)"},
     {"diffusion", "p-uncond", "0.1", "probability of dropping the label (guidance)"},
     {"optimiser", "steps", "1000", "total optimiser steps"},
@@ -174,7 +174,11 @@ std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
     po::options_description flat;
     for (const auto& o : kOptions) flat.add_options()(o.key, po::value<std::string>());
     parsed.description = &flat;
-    po::store(parsed, vm);
+    try {
+      po::store(parsed, vm);
+    } catch (const po::error& e) {
+      throw Error(fmt::format("{}: {}", config.config_file, e.what()));
+    }
   }
   po::notify(vm);
 

@@ -10,17 +10,22 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
 
 #include "core/checkpoint.h"
 #include "core/denoiser.h"
 #include "core/error.h"
 #include "core/grad_bucketer.h"
 #include "core/log.h"
+#include "core/mpi_session.h"
 #include "core/losses.h"
 #include "core/rng.h"
 #include "datasets/dataset_file.h"
@@ -80,6 +85,116 @@ NamedParams named_parameters(const torch::nn::Module& m) {
   return out;
 }
 
+// Everything a checkpoint holds beyond the config, in one place for save and load.
+struct TrainCounters {
+  int64_t step = 0;
+  int64_t images_seen = 0;
+  int64_t data_position = 0;  // next global sample position of the data stream
+  int64_t nonfinite_in_row = 0;
+  int64_t skipped = 0;
+};
+
+std::string ema_name(const Ema& ema, const std::string& param) {
+  return fmt::format("ema_{}/{}", ema.rate(), param);
+}
+
+CheckpointState make_checkpoint_state(const NamedParams& params, const std::vector<Ema>& emas,
+                                      torch::optim::AdamW& optimizer, const TrainCounters& n,
+                                      uint64_t seed) {
+  CheckpointState state;
+  state.step = n.step;
+  for (size_t i = 0; i < params.tensors.size(); ++i)
+    state.tensors.emplace_back("model/" + params.names[i], params.tensors[i].detach().contiguous());
+  for (const auto& ema : emas)
+    for (size_t i = 0; i < params.tensors.size(); ++i)
+      state.tensors.emplace_back(ema_name(ema, params.names[i]), ema.shadow()[i]);
+  for (size_t i = 0; i < params.tensors.size(); ++i) {
+    auto it = optimizer.state().find(params.tensors[i].unsafeGetTensorImpl());
+    if (it == optimizer.state().end()) continue;  // no update yet
+    auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+    const auto prefix = "adam/" + params.names[i];
+    state.tensors.emplace_back(prefix + "/step", torch::tensor({s.step()}, torch::kLong));
+    state.tensors.emplace_back(prefix + "/exp_avg", s.exp_avg());
+    state.tensors.emplace_back(prefix + "/exp_avg_sq", s.exp_avg_sq());
+  }
+  state.meta_json = nlohmann::json{{"step", n.step},
+                                   {"images_seen", n.images_seen},
+                                   {"data_position", n.data_position},
+                                   {"seed", seed},
+                                   {"nonfinite_in_row", n.nonfinite_in_row},
+                                   {"skipped_steps", n.skipped}}
+                        .dump();
+  return state;
+}
+
+// The inverse of make_checkpoint_state; every mismatch names the folder and the tensor.
+TrainCounters restore_checkpoint_state(const LoadedCheckpoint& loaded, const NamedParams& params,
+                                       std::vector<Ema>& emas, torch::optim::AdamW& optimizer,
+                                       uint64_t seed) {
+  std::map<std::string, at::Tensor> by_name(loaded.state.tensors.begin(), loaded.state.tensors.end());
+  const auto take = [&](const std::string& name, const at::Tensor& like) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) throw Error(fmt::format("{}: checkpoint lacks tensor '{}'", loaded.dir, name));
+    if (like.defined() && (it->second.sizes() != like.sizes() || it->second.scalar_type() != like.scalar_type()))
+      throw Error(fmt::format("{}: tensor '{}' is {} [{}], the model needs {} [{}]", loaded.dir, name,
+                              c10::toString(it->second.scalar_type()), fmt::join(it->second.sizes(), ", "),
+                              c10::toString(like.scalar_type()), fmt::join(like.sizes(), ", ")));
+    return it->second;
+  };
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.tensors.size(); ++i) {
+    const auto& p = params.tensors[i];
+    p.copy_(take("model/" + params.names[i], p));
+    for (auto& ema : emas) ema.shadow()[i].copy_(take(ema_name(ema, params.names[i]), p));
+    const auto prefix = "adam/" + params.names[i];
+    if (!by_name.count(prefix + "/step")) continue;
+    auto state = std::make_unique<torch::optim::AdamWParamState>();
+    state->step(take(prefix + "/step", {}).item<int64_t>());
+    state->exp_avg(take(prefix + "/exp_avg", p).clone());
+    state->exp_avg_sq(take(prefix + "/exp_avg_sq", p).clone());
+    optimizer.state()[p.unsafeGetTensorImpl()] = std::move(state);
+  }
+  TrainCounters n;
+  try {
+    const auto meta = nlohmann::json::parse(loaded.state.meta_json);
+    n.step = meta.at("step").get<int64_t>();
+    n.images_seen = meta.at("images_seen").get<int64_t>();
+    n.data_position = meta.at("data_position").get<int64_t>();
+    n.nonfinite_in_row = meta.at("nonfinite_in_row").get<int64_t>();
+    n.skipped = meta.at("skipped_steps").get<int64_t>();
+    const auto written_seed = meta.at("seed").get<uint64_t>();
+    if (written_seed != seed)
+      throw Error(fmt::format("{}: written with --seed {}, this run has --seed {}", loaded.dir, written_seed, seed));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("{}: manifest meta data: {}", loaded.dir, e.what()));
+  }
+  return n;
+}
+
+// Rank 0 picks the checkpoint and every rank loads that one, so ranks cannot disagree (a stale
+// file-system cache on one node, a checkpoint finishing meanwhile).
+std::optional<std::string> agree_on_checkpoint(MPI_Comm comm, const std::string& run_dir) {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  std::string chosen;
+  if (rank == 0) chosen = find_checkpoint(run_dir).value_or("");
+  int length = static_cast<int>(chosen.size());
+  MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, 0, comm));
+  chosen.resize(static_cast<size_t>(length));
+  MPI_CHECK(MPI_Bcast(chosen.data(), length, MPI_CHAR, 0, comm));
+  if (chosen.empty()) return std::nullopt;
+  return chosen;
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  {
+    std::ofstream out(path + ".tmp");
+    out << text;
+    if (!out.flush()) throw Error(fmt::format("{}: cannot write", path + ".tmp"));
+  }
+  std::filesystem::rename(path + ".tmp", path);
+}
+
 void set_lr(torch::optim::AdamW& optimizer, double lr) {
   for (auto& group : optimizer.param_groups())
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
@@ -100,6 +215,13 @@ Trainer::Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator)
 TrainResult Trainer::run() {
   const int rank = communicator_.rank();
   const int world = communicator_.size();
+  int comm_size = 0;
+  MPI_CHECK(MPI_Comm_size(comm_, &comm_size));
+  if (comm_size != world)
+    throw Error(fmt::format("trainer: the MPI communicator has {} ranks, the gradient communicator {}",
+                            comm_size, world));
+  // On a slice of the world, this job's rank 0 prints its progress.
+  ScopedLogRank log_scope(rank, world);
   validate_train_config(config_, world);
   auto& c = config_;
   const auto& run_dir = c.checkpoint.out;
@@ -122,23 +244,6 @@ TrainResult Trainer::run() {
   c.resolved_text += fmt::format("[derived]\nsample-shape = {}\nnum-classes = {}\nworld-size = {}\n",
                                  fmt::join(sample_shape, ","), num_classes, world);
 
-  // --- run folder ------------------------------------------------------------------------------
-  const std::string config_path = run_dir + "/config.ini";
-  if (rank == 0) {
-    std::filesystem::create_directories(run_dir);
-    std::ifstream existing(config_path);
-    if (existing) {
-      const std::string old((std::istreambuf_iterator<char>(existing)), std::istreambuf_iterator<char>());
-      const auto diff = first_difference(model_identity(old), model_identity(c.resolved_text));
-      if (!diff.empty())
-        throw Error(fmt::format("{}: this run folder holds another model ({}); use a new --out",
-                                config_path, diff));
-    }
-    std::ofstream(config_path + ".tmp") << c.resolved_text;
-    std::filesystem::rename(config_path + ".tmp", config_path);
-    log0("[train] resolved config (saved to {}):\n{}", config_path, c.resolved_text);
-  }
-
   // --- model, optimiser, EMA ------------------------------------------------------------------
   torch::manual_seed(c.optim.seed);
   auto model = make_denoiser(c.model);
@@ -157,87 +262,50 @@ TrainResult Trainer::run() {
                                                     .weight_decay(c.optim.weight_decay));
   std::vector<Ema> emas;
   for (double rate : c.optim.ema_rates) emas.emplace_back(params.tensors, rate);
-  log0("[train] {} with {} parameters on {} rank(s), global batch {} ({} per rank)", c.model.kind,
-       count_parameters(*model), world, c.optim.batch_size, c.optim.batch_size / world);
 
-  // --- resume -----------------------------------------------------------------------------------
-  int64_t step = 0, images_seen = 0, data_position = 0, nonfinite_in_row = 0, skipped = 0;
-  if (auto found = find_checkpoint(run_dir)) {
-    auto loaded = read_checkpoint(*found);
+  // --- run folder and resume: refuse another model's folder before writing anything ----------
+  const std::string config_path = run_dir + "/config.ini";
+  if (rank == 0) {
+    std::ifstream existing(config_path);
+    if (existing) {
+      const std::string old((std::istreambuf_iterator<char>(existing)), std::istreambuf_iterator<char>());
+      const auto diff = first_difference(model_identity(old), model_identity(c.resolved_text));
+      if (!diff.empty())
+        throw Error(fmt::format("{}: this run folder holds another model ({}); use a new --out",
+                                config_path, diff));
+    }
+  }
+  TrainCounters n;
+  if (const auto found = agree_on_checkpoint(comm_, run_dir)) {
+    const auto loaded = read_checkpoint(*found);
     const auto diff = first_difference(model_identity(loaded.config_text), model_identity(c.resolved_text));
     if (!diff.empty())
       throw Error(fmt::format("{}: checkpoint of another model config ({})", loaded.dir, diff));
-    std::map<std::string, at::Tensor> by_name(loaded.state.tensors.begin(), loaded.state.tensors.end());
-    const auto take = [&](const std::string& name) {
-      auto it = by_name.find(name);
-      if (it == by_name.end()) throw Error(fmt::format("{}: checkpoint lacks tensor '{}'", loaded.dir, name));
-      return it->second;
-    };
-    torch::NoGradGuard no_grad;
-    for (size_t i = 0; i < params.tensors.size(); ++i) {
-      params.tensors[i].copy_(take("model/" + params.names[i]));
-      for (auto& ema : emas)
-        ema.shadow()[i].copy_(take(fmt::format("ema_{}/{}", ema.rate(), params.names[i])));
-      const auto step_name = "adam/" + params.names[i] + "/step";
-      if (by_name.count(step_name)) {
-        auto state = std::make_unique<torch::optim::AdamWParamState>();
-        state->step(take(step_name).item<int64_t>());
-        state->exp_avg(take("adam/" + params.names[i] + "/exp_avg").clone());
-        state->exp_avg_sq(take("adam/" + params.names[i] + "/exp_avg_sq").clone());
-        optimizer.state()[params.tensors[i].unsafeGetTensorImpl()] = std::move(state);
-      }
-    }
-    const auto meta = nlohmann::json::parse(loaded.state.meta_json);
-    step = meta.at("step").get<int64_t>();
-    images_seen = meta.at("images_seen").get<int64_t>();
-    data_position = meta.at("data_position").get<int64_t>();
-    nonfinite_in_row = meta.at("nonfinite_in_row").get<int64_t>();
-    skipped = meta.at("skipped_steps").get<int64_t>();
-    if (meta.at("seed").get<uint64_t>() != c.optim.seed)
-      throw Error(fmt::format("{}: written with --seed {}, this run has --seed {}", loaded.dir,
-                              meta.at("seed").get<uint64_t>(), c.optim.seed));
-    log0("[ckpt] resumed from {} (step {}, written by {} rank(s))", loaded.dir, step,
+    n = restore_checkpoint_state(loaded, params, emas, optimizer, c.optim.seed);
+    log0("[ckpt] resumed from {} (step {}, written by {} rank(s))", loaded.dir, n.step,
          loaded.written_by_world_size);
   }
+  if (rank == 0) {
+    std::filesystem::create_directories(run_dir);
+    write_text_atomically(config_path, c.resolved_text);
+    log0("[train] resolved config (saved to {}):\n{}", config_path, c.resolved_text);
+  }
+  log0("[train] {} with {} parameters on {} rank(s), global batch {} ({} per rank)", c.model.kind,
+       count_parameters(*model), world, c.optim.batch_size, c.optim.batch_size / world);
 
   const auto save = [&]() {
-    CheckpointState state;
-    state.step = step;
-    for (size_t i = 0; i < params.tensors.size(); ++i)
-      state.tensors.emplace_back("model/" + params.names[i], params.tensors[i].detach().contiguous());
-    for (const auto& ema : emas)
-      for (size_t i = 0; i < params.tensors.size(); ++i)
-        state.tensors.emplace_back(fmt::format("ema_{}/{}", ema.rate(), params.names[i]), ema.shadow()[i]);
-    for (size_t i = 0; i < params.tensors.size(); ++i) {
-      auto it = optimizer.state().find(params.tensors[i].unsafeGetTensorImpl());
-      if (it == optimizer.state().end()) continue;
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
-      state.tensors.emplace_back("adam/" + params.names[i] + "/step", torch::tensor({s.step()}, torch::kLong));
-      state.tensors.emplace_back("adam/" + params.names[i] + "/exp_avg", s.exp_avg());
-      state.tensors.emplace_back("adam/" + params.names[i] + "/exp_avg_sq", s.exp_avg_sq());
-    }
-    nlohmann::json meta = {{"step", step},
-                           {"images_seen", images_seen},
-                           {"data_position", data_position},
-                           {"seed", c.optim.seed},
-                           {"nonfinite_in_row", nonfinite_in_row},
-                           {"skipped_steps", skipped},
-                           {"ema_rates", c.optim.ema_rates},
-                           {"lr_schedule_step", step}};
-    state.meta_json = meta.dump();
     CheckpointWriteOptions options;
     options.keep_last = c.checkpoint.keep;
     options.config_text = c.resolved_text;
-    const auto dir = write_checkpoint(comm_, run_dir, state, options);
-    log0("[ckpt] step {} saved to {}", step, dir);
-    return dir;
+    return write_checkpoint(comm_, run_dir, make_checkpoint_state(params, emas, optimizer, n, c.optim.seed),
+                            options);
   };
 
   TrainResult result;
-  if (step >= c.optim.steps) {
-    log0("[train] already at step {} of {}: nothing to do", step, c.optim.steps);
-    result.final_step = step;
-    result.skipped_steps = skipped;
+  if (n.step >= c.optim.steps) {
+    log0("[train] already at step {} of {}: nothing to do", n.step, c.optim.steps);
+    result.final_step = n.step;
+    result.skipped_steps = n.skipped;
     return result;
   }
 
@@ -248,7 +316,7 @@ TrainResult Trainer::run() {
   reader_config.rank = rank;
   reader_config.world_size = world;
   reader_config.seed = c.optim.seed;
-  reader_config.start_position = data_position;
+  reader_config.start_position = n.data_position;
   reader_config.random_flip = c.data.random_flip;
   reader_config.memory_limit_bytes = c.data.memory_limit_mb << 20;
   ShardReader reader(reader_config);
@@ -267,14 +335,14 @@ TrainResult Trainer::run() {
   auto clock_start = std::chrono::steady_clock::now();
   auto window_start = clock_start;
   int64_t window_images = 0;
-  const int64_t first_step = step;
+  const int64_t first_step = n.step;
 
-  while (step < c.optim.steps) {
+  while (n.step < c.optim.steps) {
     // Dropout draws come from LibTorch's generator: reseed it per (seed, step, rank).
-    torch::manual_seed(stream_key(c.optim.seed, RngPurpose::kNoise, {static_cast<uint64_t>(step),
-                                                                      static_cast<uint64_t>(rank), 7}));
+    torch::manual_seed(stream_key(c.optim.seed, RngPurpose::kDropout,
+                                  {static_cast<uint64_t>(n.step), static_cast<uint64_t>(rank)}));
     ShardBatch batch = reader.next();
-    const auto draws = draw_training_noise(c.optim.seed, step, batch.positions, sample_shape, T,
+    const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, sample_shape, T,
                                            c.diffusion.p_uncond);
     optimizer.zero_grad();
     double loss_sum = 0;
@@ -297,7 +365,7 @@ TrainResult Trainer::run() {
       if (end >= local_batch) bucketer.finish();
       const auto losses = terms.loss.detach().to(torch::kFloat64);
       loss_sum += losses.sum().item<double>();
-      const auto q = (t * 4 / T).clamp_max(3);
+      const auto q = torch::div(t * 4, T, "floor").clamp_max(3);  // quarter of the t range
       for (int k = 0; k < 4; ++k) {
         const auto mask = q == k;
         quarter[k] += losses.masked_select(mask).sum().item<double>();
@@ -306,28 +374,29 @@ TrainResult Trainer::run() {
     }
 
     // Gradients are identical on every rank now, so every rank takes the same decision.
-    const double lr = c.optim.lr * (c.optim.warmup > 0 ? std::min(1.0, double(step + 1) / c.optim.warmup) : 1.0);
+    const double lr = c.optim.lr * (c.optim.warmup > 0 ? std::min(1.0, double(n.step + 1) / c.optim.warmup) : 1.0);
     set_lr(optimizer, lr);
     const double max_norm = c.optim.grad_clip > 0 ? c.optim.grad_clip : std::numeric_limits<double>::infinity();
     const double grad_norm = torch::nn::utils::clip_grad_norm_(params.tensors, max_norm);
     if (std::isfinite(grad_norm)) {
       optimizer.step();
       for (auto& ema : emas) ema.update(params.tensors);
-      nonfinite_in_row = 0;
+      n.nonfinite_in_row = 0;
     } else {
-      ++skipped;
-      if (++nonfinite_in_row >= c.optim.max_nonfinite)
+      ++n.skipped;
+      if (++n.nonfinite_in_row >= c.optim.max_nonfinite)
         throw Error(fmt::format("step {}: {} non-finite gradient norms in a row (--max-nonfinite); "
                                 "lower --lr or check the data",
-                                step, nonfinite_in_row));
-      log0("[train] step {}: non-finite gradient norm, update skipped ({} in a row)", step, nonfinite_in_row);
+                                n.step, n.nonfinite_in_row));
+      log0("[train] step {}: non-finite gradient norm, update skipped ({} in a row)", n.step,
+           n.nonfinite_in_row);
     }
-    ++step;
-    images_seen += c.optim.batch_size;
-    data_position = reader.next_position();
+    ++n.step;
+    n.images_seen += c.optim.batch_size;
+    n.data_position = reader.next_position();
     window_images += c.optim.batch_size;
 
-    if (step % c.logging.log_every == 0 || step == c.optim.steps) {
+    if (n.step % c.logging.log_every == 0 || n.step == c.optim.steps) {
       const double global_loss = communicator_.all_reduce_sum(loss_sum) / c.optim.batch_size;
       std::array<double, 8> q{};
       for (int k = 0; k < 8; ++k) q[k] = communicator_.all_reduce_sum(quarter[k]);
@@ -335,17 +404,20 @@ TrainResult Trainer::run() {
       const double window_s = std::chrono::duration<double>(now - window_start).count();
       const double images_per_s = window_images / std::max(window_s, 1e-9);
       const double elapsed = std::chrono::duration<double>(now - clock_start).count();
-      const double eta = elapsed / double(step - first_step) * double(c.optim.steps - step);
-      log0("[train] step {}/{} loss {:.5f} grad-norm {:.3f} lr {:.2e} {:.0f} img/s ETA {}", step,
+      const double eta = elapsed / double(n.step - first_step) * double(c.optim.steps - n.step);
+      log0("[train] step {}/{} loss {:.5f} grad-norm {:.3f} lr {:.2e} {:.0f} img/s ETA {}", n.step,
            c.optim.steps, global_loss, grad_norm, lr, images_per_s, format_duration(eta));
       if (rank == 0) {
-        nlohmann::json record = {{"step", step},       {"loss", global_loss},      {"grad_norm", grad_norm},
-                                 {"lr", lr},           {"images_per_s", images_per_s},
-                                 {"images_seen", images_seen}, {"skipped_steps", skipped}};
+        nlohmann::json record = {{"step", n.step},          {"loss", global_loss},
+                                 {"grad_norm", grad_norm},    {"lr", lr},
+                                 {"images_per_s", images_per_s}, {"images_seen", n.images_seen},
+                                 {"skipped_steps", n.skipped}};
         std::vector<double> per_quarter;
         for (int k = 0; k < 4; ++k) per_quarter.push_back(q[4 + k] > 0 ? q[k] / q[4 + k] : 0.0);
         record["loss_per_t_quarter"] = per_quarter;
-        std::ofstream(metrics_path, std::ios::app) << record.dump() << "\n";
+        std::ofstream metrics(metrics_path, std::ios::app);
+        if (!(metrics << record.dump() << "\n"))
+          throw Error(fmt::format("{}: cannot append the metrics record", metrics_path));
       }
       window_start = now;
       window_images = 0;
@@ -353,16 +425,17 @@ TrainResult Trainer::run() {
 
     // A stop request on any rank (SIGTERM/SIGUSR1 before a time limit) stops every rank here.
     const bool stop = communicator_.all_reduce_max(g_stop_requested.load() ? 1.0 : 0.0) > 0;
-    if (stop || step % c.checkpoint.checkpoint_every == 0 || step == c.optim.steps)
+    if (stop || n.step % c.checkpoint.checkpoint_every == 0 || n.step == c.optim.steps)
       result.last_checkpoint = save();
     if (stop) {
-      log0("[train] stop requested: checkpoint written at step {}, exiting", step);
+      log0("[train] stop requested: checkpoint written at step {}, exiting", n.step);
+      g_stop_requested.store(false);  // handled: a later run in this process starts afresh
       result.stopped_by_signal = true;
       break;
     }
   }
-  result.final_step = step;
-  result.skipped_steps = skipped;
+  result.final_step = n.step;
+  result.skipped_steps = n.skipped;
   return result;
 }
 
