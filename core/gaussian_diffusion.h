@@ -13,14 +13,6 @@
 
 namespace diffusion {
 
-enum class Prediction { kEps, kX0, kV };
-enum class VarianceKind { kFixedLarge, kFixedSmall, kLearnedRange };
-
-Prediction parse_prediction(const std::string& name);  // eps | x0 | v
-std::string to_string(Prediction prediction);
-VarianceKind parse_variance_kind(const std::string& name);  // fixed-large|fixed-small|learned
-std::string to_string(VarianceKind kind);
-
 // x_t = a_t x_0 + σ_t ε
 at::Tensor q_sample(const NoiseSchedule& s, const at::Tensor& x0, const at::Tensor& t,
                     const at::Tensor& eps);

@@ -10,16 +10,6 @@
 
 namespace diffusion {
 
-ScheduleKind parse_schedule_kind(const std::string& name) {
-  if (name == "linear") return ScheduleKind::kLinear;
-  if (name == "cosine") return ScheduleKind::kCosine;
-  throw Error(fmt::format("unknown schedule '{}': expected linear or cosine", name));
-}
-
-std::string to_string(ScheduleKind kind) {
-  return kind == ScheduleKind::kLinear ? "linear" : "cosine";
-}
-
 std::vector<double> make_betas(const ScheduleConfig& config) {
   const int64_t T = config.timesteps;
   if (T < 2) throw Error(fmt::format("diffusion timesteps T = {}: expected T >= 2", T));

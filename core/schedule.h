@@ -7,26 +7,12 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/diffusion_config.h"
+
 namespace diffusion {
-
-enum class ScheduleKind { kLinear, kCosine };
-
-ScheduleKind parse_schedule_kind(const std::string& name);  // "linear" | "cosine"
-std::string to_string(ScheduleKind kind);
-
-struct ScheduleConfig {
-  ScheduleKind kind = ScheduleKind::kLinear;
-  int64_t timesteps = 1000;
-  // Linear endpoints. Unset: 1e-4 and 0.02 scaled by 1000/T (Improved DDPM), so that every T
-  // ends near the same ᾱ_{T-1}; at T = 1000 they are exactly DDPM's values.
-  std::optional<double> beta_start = std::nullopt;
-  std::optional<double> beta_end = std::nullopt;
-  double cosine_offset = 0.008;  // s in MATH.md
-};
 
 // β_0 … β_{T-1} in float64. Throws diffusion::Error for T < 2 or betas outside (0, 1).
 std::vector<double> make_betas(const ScheduleConfig& config);

@@ -7,9 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/denoiser.h"
-#include "core/gaussian_diffusion.h"
-#include "core/schedule.h"
+#include "core/diffusion_config.h"
+#include "core/model_config.h"
 
 namespace diffusion {
 
