@@ -24,19 +24,10 @@
 namespace diffusion {
 namespace {
 
+using testing::world_rank;
+using testing::world_size;
+
 using AsyncMode = MpiCommunicator::AsyncMode;
-
-int world_rank() {
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return size;
-}
 
 const std::vector<torch::ScalarType> kDtypes = {torch::kFloat32, torch::kFloat64, torch::kInt64};
 

@@ -20,21 +20,8 @@ namespace diffusion {
 namespace {
 
 using testing::ScratchDir;
+using testing::expect_error;
 namespace fs = std::filesystem;
-
-// Runs `fn`, expects diffusion::Error, and checks that its message contains every `needle`.
-template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected diffusion::Error containing '" << needles.front() << "'";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message lacks '" << needle << "': " << message;
-  }
-}
 
 std::vector<uint8_t> random_bytes(size_t n, uint64_t seed) {
   KeyedRng rng(seed);

@@ -23,19 +23,10 @@
 namespace diffusion {
 namespace {
 
+using testing::world_rank;
+using testing::world_size;
+
 using AsyncMode = MpiCommunicator::AsyncMode;
-
-int world_rank() {
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return size;
-}
 
 // Two branches whose creation order is a forward argument (so autograd runs their backward,
 // and fires their hooks, in a different order), a parameter used only when asked, and one that

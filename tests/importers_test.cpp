@@ -26,20 +26,8 @@ namespace diffusion {
 namespace {
 
 using testing::ScratchDir;
+using testing::expect_error;
 namespace fs = std::filesystem;
-
-template <typename Fn>
-void expect_error(Fn&& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected diffusion::Error containing '" << needles.front() << "'";
-  } catch (const Error& e) {
-    const std::string message = e.what();
-    for (const auto& needle : needles)
-      EXPECT_NE(message.find(needle), std::string::npos)
-          << "message lacks '" << needle << "': " << message;
-  }
-}
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

@@ -8,6 +8,23 @@
 
 #include "core/log.h"
 #include "core/mpi_session.h"
+#include "tests/test_utils.h"
+
+namespace diffusion::testing {
+
+int world_rank() {
+  int rank = 0;
+  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
+  return rank;
+}
+
+int world_size() {
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
+  return size;
+}
+
+}  // namespace diffusion::testing
 
 int main(int argc, char** argv) {
   diffusion::MpiSession mpi(&argc, &argv);

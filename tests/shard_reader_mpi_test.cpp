@@ -22,23 +22,14 @@
 namespace diffusion {
 namespace {
 
+using testing::world_rank;
+using testing::world_size;
+
 constexpr int64_t kN = 37;  // divisible by none of W = 2, 3, 4 nor by B
 constexpr int64_t kB = 12;  // divisible by W = 1, 2, 3, 4
 constexpr int64_t kH = 3, kW = 4, kC = 2;
 constexpr int64_t kSteps = 10;  // 120 positions: epochs 0..2 complete
 constexpr uint64_t kSeed = 99;
-
-int world_rank() {
-  int rank = 0;
-  MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rank));
-  return rank;
-}
-
-int world_size() {
-  int size = 1;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &size));
-  return size;
-}
 
 // Rank 0 writes the dataset into a scratch folder and every rank learns its path. The folder
 // lives as long as the fixture; the barrier in TearDown keeps rank 0 from removing it early.

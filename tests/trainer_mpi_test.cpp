@@ -23,18 +23,10 @@
 namespace diffusion {
 namespace {
 
-using testing::tensor_near;
+using testing::world_rank;
+using testing::world_size;
 
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int w = 1;
-  MPI_Comm_size(MPI_COMM_WORLD, &w);
-  return w;
-}
+using testing::tensor_near;
 
 // One scratch folder for the whole binary, made by rank 0 and shared.
 const std::string& shared_dir() {
