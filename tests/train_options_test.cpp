@@ -128,3 +128,32 @@ TEST(TrainConfigValidation, DatasetMustFitTheModel) {
 
 }  // namespace
 }  // namespace diffusion
+
+namespace diffusion {
+namespace {
+
+TEST(ResolvedConfig, ReadsBackWhatTheTrainerSavedIncludingTheDataShape) {
+  const auto original = parse({"--data", "d.h5", "--out", "o", "--model", "unet", "--base-channels", "32",
+                               "--channel-mult", "1,2", "--class-cond", "true", "--prediction", "v",
+                               "--timesteps", "500", "--schedule", "cosine"});
+  ASSERT_TRUE(original);
+  const std::string text = original->resolved_text +
+                           "[derived]\nsample-shape = 1,28,28\nnum-classes = 10\nworld-size = 2\n";
+  const auto back = parse_resolved_config(text, "run/config.ini");
+  EXPECT_EQ(back.model.kind, "unet");
+  EXPECT_EQ(back.model.unet.base_channels, 32);
+  EXPECT_EQ(back.model.unet.channel_mult, (std::vector<int64_t>{1, 2}));
+  EXPECT_EQ(back.model.unet.in_channels, 1);
+  EXPECT_EQ(back.model.unet.num_classes, 10);
+  EXPECT_EQ(back.sample_shape, (std::vector<int64_t>{1, 28, 28}));
+  EXPECT_EQ(back.diffusion.prediction, Prediction::kV);
+  EXPECT_EQ(back.diffusion.schedule.kind, ScheduleKind::kCosine);
+  EXPECT_EQ(back.diffusion.schedule.timesteps, 500);
+  EXPECT_EQ(back.optim.steps, original->optim.steps);
+  testing::expect_error([&] { parse_resolved_config(original->resolved_text, "run/config.ini"); },
+                        {"run/config.ini", "sample-shape"});
+  testing::expect_error([&] { parse_resolved_config("[model]\nwidth = 3\n", "x.ini"); }, {"x.ini", "width"});
+}
+
+}  // namespace
+}  // namespace diffusion

@@ -1,7 +1,7 @@
 // Validation of the trainer's configuration, in one place.
 #include "trainer/train_config.h"
 
-#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "core/error.h"
 #include "datasets/dataset_file.h"
@@ -45,6 +45,19 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   if (c.checkpoint.checkpoint_every < 1) fail("checkpoint-every", "must be >= 1");
   if (c.checkpoint.keep < 1) fail("keep-checkpoints", "must be >= 1");
   if (c.logging.log_every < 1) fail("log-every", "must be >= 1");
+}
+
+void apply_data_shape(TrainConfig& c, const std::vector<int64_t>& sample_shape, int64_t num_classes) {
+  c.sample_shape = sample_shape;
+  if (sample_shape.size() == 3) {
+    c.model.unet.in_channels = sample_shape[0];
+  } else if (sample_shape.size() == 1) {
+    c.model.mlp.data_dim = sample_shape[0];
+  } else {
+    throw Error(fmt::format("sample shape [{}]: expected [C, H, W] or [D]", fmt::join(sample_shape, ", ")));
+  }
+  c.num_classes = c.diffusion.class_conditional ? num_classes : 0;
+  c.model.unet.num_classes = c.model.mlp.num_classes = c.num_classes;
 }
 
 void validate_data_fits_model(const TrainConfig& c, const DatasetInfo& info) {

@@ -53,6 +53,11 @@ struct LoggingOptions {
   int64_t log_every = 50;  // progress line and metrics.jsonl record every K steps
 };
 
+struct TrainConfig;
+// Fills in what comes from the data: channels (images [C, H, W]) or dimension (vectors [D]),
+// and the class count of a class-conditional model (0 otherwise).
+void apply_data_shape(TrainConfig& config, const std::vector<int64_t>& sample_shape, int64_t num_classes);
+
 struct TrainConfig {
   std::string config_file;  // --config, if any
   DataOptions data;
@@ -62,6 +67,9 @@ struct TrainConfig {
   CheckpointOptions checkpoint;
   LoggingOptions logging;
   std::string resolved_text;  // every option with its value, INI-style; printed and saved
+  // Derived from the data by apply_data_shape.
+  std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
+  int64_t num_classes = 0;            // classes the model is conditioned on; 0 = unconditional
 };
 
 // Checks what can be checked before any data is read (T >= 2, the batch divides over the

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "core/error.h"
@@ -115,73 +116,59 @@ std::vector<T> to_list(const std::string& key, const std::string& v, Convert con
 
 }  // namespace
 
-std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
-  po::options_description general("general");
-  general.add_options()("help,h", "show this help")(
-      "config", po::value<std::string>(), "INI file; its [sections] mirror the groups below");
-  std::map<std::string, po::options_description> groups;
+namespace {
+
+// INI text (sections mirror the groups, "section.key" in Boost's terms) stored into `vm` under
+// the flat command-line names; unknown keys and keys in another group's section are refused.
+// Sections in `ignored` (e.g. the trainer's own [derived]) are skipped.
+void store_ini(std::istream& in, const std::string& source, po::variables_map& vm,
+               const std::set<std::string>& ignored = {}) {
   std::map<std::string, std::string> group_of;
-  for (const char* g : kGroups) groups.emplace(g, po::options_description(g));
+  po::options_description ini_options, flat;
   for (const auto& o : kOptions) {
-    groups.at(o.group).add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
     group_of[o.key] = o.group;
+    ini_options.add_options()(fmt::format("{}.{}", o.group, o.key).c_str(), po::value<std::string>());
+    flat.add_options()(o.key, po::value<std::string>());
   }
-  po::options_description all("diffusion-train [--config FILE.ini] [--key value ...]");
-  all.add(general);
-  for (const char* g : kGroups) all.add(groups.at(g));
-
-  po::variables_map vm;
+  po::parsed_options parsed(&ini_options);
   try {
-    po::store(po::parse_command_line(argc, argv, all), vm);
+    parsed = po::parse_config_file(in, ini_options, /*allow_unregistered=*/true);
   } catch (const po::error& e) {
-    throw Error(fmt::format("command line: {}", e.what()));
+    throw Error(fmt::format("{}: {}", source, e.what()));
   }
-  if (vm.count("help")) {
-    std::cout << all << "\n";
-    return std::nullopt;
+  std::vector<po::option> kept;
+  for (auto opt : parsed.options) {
+    const auto dot = opt.string_key.find('.');
+    const std::string section = dot == std::string::npos ? "" : opt.string_key.substr(0, dot);
+    const std::string key = dot == std::string::npos ? opt.string_key : opt.string_key.substr(dot + 1);
+    if (ignored.count(section)) continue;
+    const auto it = group_of.find(key);
+    if (it == group_of.end())
+      throw Error(fmt::format("{}: unknown key '{}' in section [{}]", source, key, section));
+    if (it->second != section)
+      throw Error(fmt::format("{}: key '{}' belongs in section [{}], found in [{}]", source, key,
+                              it->second, section));
+    opt.string_key = key;
+    opt.unregistered = false;
+    kept.push_back(opt);
   }
+  parsed.options = kept;
+  parsed.description = &flat;
+  try {
+    po::store(parsed, vm);  // values already in vm (the command line) win
+  } catch (const po::error& e) {
+    throw Error(fmt::format("{}: {}", source, e.what()));
+  }
+}
 
+po::options_description defaults_only() {
+  po::options_description d;
+  for (const auto& o : kOptions) d.add_options()(o.key, po::value<std::string>()->default_value(o.default_value));
+  return d;
+}
+
+TrainConfig config_from_vm(const po::variables_map& vm) {
   TrainConfig config;
-  if (vm.count("config")) {
-    config.config_file = vm["config"].as<std::string>();
-    std::ifstream in(config.config_file);
-    if (!in) throw Error(fmt::format("{}: cannot open the config file", config.config_file));
-    po::options_description ini_options;
-    for (const auto& o : kOptions)
-      ini_options.add_options()(fmt::format("{}.{}", o.group, o.key).c_str(), po::value<std::string>());
-    po::parsed_options parsed(&ini_options);
-    try {
-      parsed = po::parse_config_file(in, ini_options, /*allow_unregistered=*/true);
-    } catch (const po::error& e) {
-      throw Error(fmt::format("{}: {}", config.config_file, e.what()));
-    }
-    // The INI names keys "section.key"; map them onto the flat command-line names, and refuse
-    // keys that are unknown or sit in another group's section.
-    for (auto& opt : parsed.options) {
-      const auto dot = opt.string_key.find('.');
-      const std::string section = dot == std::string::npos ? "" : opt.string_key.substr(0, dot);
-      const std::string key = dot == std::string::npos ? opt.string_key : opt.string_key.substr(dot + 1);
-      const auto it = group_of.find(key);
-      if (it == group_of.end())
-        throw Error(fmt::format("{}: unknown key '{}' in section [{}]", config.config_file, key, section));
-      if (it->second != section)
-        throw Error(fmt::format("{}: key '{}' belongs in section [{}], found in [{}]", config.config_file,
-                                key, it->second, section));
-      opt.string_key = key;
-      opt.unregistered = false;
-    }
-    // The command line was stored first, so it wins over the file.
-    po::options_description flat;
-    for (const auto& o : kOptions) flat.add_options()(o.key, po::value<std::string>());
-    parsed.description = &flat;
-    try {
-      po::store(parsed, vm);
-    } catch (const po::error& e) {
-      throw Error(fmt::format("{}: {}", config.config_file, e.what()));
-    }
-  }
-  po::notify(vm);
-
   const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
   std::string resolved;
   for (const char* g : kGroups) {
@@ -245,6 +232,72 @@ std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
   config.checkpoint.checkpoint_every = to_int("checkpoint-every", s("checkpoint-every"));
   config.checkpoint.keep = static_cast<int>(to_int("keep-checkpoints", s("keep-checkpoints")));
   config.logging.log_every = to_int("log-every", s("log-every"));
+  return config;
+}
+
+}  // namespace
+
+std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
+  po::options_description general("general");
+  general.add_options()("help,h", "show this help")(
+      "config", po::value<std::string>(), "INI file; its [sections] mirror the groups below");
+  std::map<std::string, po::options_description> groups;
+  for (const char* g : kGroups) groups.emplace(g, po::options_description(g));
+  for (const auto& o : kOptions)
+    groups.at(o.group).add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
+  po::options_description all("diffusion-train [--config FILE.ini] [--key value ...]");
+  all.add(general);
+  for (const char* g : kGroups) all.add(groups.at(g));
+
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, all), vm);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("command line: {}", e.what()));
+  }
+  if (vm.count("help")) {
+    std::cout << all << "\n";
+    return std::nullopt;
+  }
+  std::string config_file;
+  if (vm.count("config")) {
+    config_file = vm["config"].as<std::string>();
+    std::ifstream in(config_file);
+    if (!in) throw Error(fmt::format("{}: cannot open the config file", config_file));
+    store_ini(in, config_file, vm);
+  }
+  po::notify(vm);
+  auto config = config_from_vm(vm);
+  config.config_file = config_file;
+  return config;
+}
+
+TrainConfig parse_resolved_config(const std::string& text, const std::string& source) {
+  po::variables_map vm;
+  // Defaults first (as "defaulted" values, which the file's values replace).
+  const auto defaults = defaults_only();
+  const char* no_args[] = {"resolved"};
+  po::store(po::parse_command_line(1, no_args, defaults), vm);
+  std::istringstream in(text);
+  store_ini(in, source, vm, {"derived"});
+  po::notify(vm);
+  auto config = config_from_vm(vm);
+  // What the trainer derived from its data, needed to rebuild the model.
+  std::istringstream lines(text);
+  bool in_derived = false;
+  std::vector<int64_t> shape;
+  int64_t num_classes = 0;
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line[0] == '[') in_derived = line == "[derived]";
+    const auto eq = line.find(" = ");
+    if (!in_derived || eq == std::string::npos) continue;
+    const auto key = line.substr(0, eq), value = line.substr(eq + 3);
+    if (key == "sample-shape") shape = to_list<int64_t>("sample-shape", value, to_int);
+    if (key == "num-classes") num_classes = to_int("num-classes", value);
+  }
+  if (shape.empty()) throw Error(fmt::format("{}: no [derived] sample-shape: not a config written by diffusion-train", source));
+  apply_data_shape(config, shape, num_classes);
+  config.resolved_text = text;
   return config;
 }
 

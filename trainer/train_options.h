@@ -2,6 +2,7 @@
 #pragma once
 
 #include <optional>
+#include <string>
 
 #include "trainer/train_config.h"
 
@@ -11,5 +12,10 @@ namespace diffusion {
 // into a TrainConfig. Returns nullopt after printing --help. Throws diffusion::Error for an
 // unknown key, a malformed value or a key in the wrong INI section.
 std::optional<TrainConfig> parse_train_options(int argc, char** argv);
+
+// Reads back the resolved config a run saved (RUN/config.ini, a checkpoint manifest's
+// config_text), including its [derived] data shape, so the model can be rebuilt exactly.
+// `source` names the file in errors.
+TrainConfig parse_resolved_config(const std::string& text, const std::string& source);
 
 }  // namespace diffusion

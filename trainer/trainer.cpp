@@ -230,16 +230,12 @@ TrainResult Trainer::run() {
   // --- data and model shapes -----------------------------------------------------------------
   const DatasetInfo info = probe_dataset(c.data.path);
   validate_data_fits_model(c, info);
-  std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
-  if (info.kind == DataKind::kImages) {
-    sample_shape = {info.sample_shape[2], info.sample_shape[0], info.sample_shape[1]};
-    c.model.unet.in_channels = info.sample_shape[2];
-  } else {
-    sample_shape = {info.sample_shape[0]};
-    c.model.mlp.data_dim = info.sample_shape[0];
-  }
-  const int64_t num_classes = c.diffusion.class_conditional ? info.num_classes : 0;
-  c.model.unet.num_classes = c.model.mlp.num_classes = num_classes;
+  apply_data_shape(c, info.kind == DataKind::kImages
+                         ? std::vector<int64_t>{info.sample_shape[2], info.sample_shape[0], info.sample_shape[1]}
+                         : std::vector<int64_t>{info.sample_shape[0]},
+                   info.num_classes);
+  const auto& sample_shape = c.sample_shape;
+  const int64_t num_classes = c.num_classes;
   // The resolved text also records what came from the data.
   c.resolved_text += fmt::format("[derived]\nsample-shape = {}\nnum-classes = {}\nworld-size = {}\n",
                                  fmt::join(sample_shape, ","), num_classes, world);
