@@ -1,0 +1,148 @@
+// Boost.Program_options for diffusion-sample: one table of options with their defaults shown
+// in --help. Every value is read as text and converted here, so a bad value names its key.
+// Defaults that depend on the model read "auto" and are resolved after the checkpoint is read.
+#include "sampler/sample_options.h"
+
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <iostream>
+
+#include "core/error.h"
+
+namespace diffusion {
+namespace po = boost::program_options;
+namespace {
+
+struct OptionSpec {
+  const char* group;
+  const char* key;
+  const char* default_value;
+  const char* help;
+};
+
+// One declaration per option: group, name, default, help.
+const OptionSpec kOptions[] = {
+    {"model", "checkpoint", "", "run folder (its latest checkpoint) or a step folder"},
+    {"model", "ema", "auto", "EMA rate of the weights, or none (raw weights); auto = the slowest"},
+    {"output", "num-samples", "0", "N, samples to generate over all ranks"},
+    {"output", "out", "", "output folder (samples.h5, shards/, manifest.json, grid.png)"},
+    {"output", "save-float", "false", "images: write float32 `x` [N,H,W,C] in [-1,1] instead of uint8"},
+    {"sampler", "sampler", "ddim", "ddpm | ddim"},
+    {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 50 for ddim"},
+    {"sampler", "eta", "0", "DDIM noise scale (0 = deterministic)"},
+    {"sampler", "variance", "auto", "DDPM: fixed-large | fixed-small | learned; auto = learned if the model learned it"},
+    {"sampler", "timestep-spacing", "leading", "leading | trailing | linspace"},
+    {"sampler", "clip-x0", "auto", "clip predicted x0 to [-1,1]; auto = true for images"},
+    {"sampler", "guidance-scale", "1", "classifier-free guidance scale s (1 = plain conditional)"},
+    {"sampler", "class", "spread", "class of every sample; spread = sample i gets class i mod C"},
+    {"sampler", "seed", "0", "seed: sample i is a function of (model, settings, seed, i)"},
+    {"runtime", "batch-size", "64", "samples per forward pass per rank (does not change results)"},
+    {"runtime", "threads", "0", "intra-op threads per rank; 0 = default"},
+};
+
+[[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* expected) {
+  throw Error(fmt::format("option --{}: '{}' is not {}", key, value, expected));
+}
+
+int64_t to_int(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const long long value = std::stoll(v, &used);
+    if (used == v.size()) return value;
+  } catch (const std::exception&) {
+  }
+  bad_value(key, v, "an integer");
+}
+
+double to_double(const std::string& key, const std::string& v) {
+  try {
+    size_t used = 0;
+    const double value = std::stod(v, &used);
+    if (used == v.size()) return value;
+  } catch (const std::exception&) {
+  }
+  bad_value(key, v, "a number");
+}
+
+bool to_bool(const std::string& key, const std::string& v) {
+  if (v == "true" || v == "1" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "no") return false;
+  bad_value(key, v, "true or false");
+}
+
+template <typename Parse>
+auto to_enum(const std::string& key, const std::string& v, Parse parse) {
+  try {
+    return parse(v);
+  } catch (const Error& e) {
+    throw Error(fmt::format("option --{}: {}", key, e.what()));
+  }
+}
+
+}  // namespace
+
+std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
+  po::options_description all("diffusion-sample options");
+  for (const char* group : {"model", "output", "sampler", "runtime"}) {
+    po::options_description g(group);
+    for (const auto& o : kOptions)
+      if (std::string(o.group) == group)
+        g.add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
+    all.add(g);
+  }
+  all.add_options()("help,h", "print this help");
+
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, all), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("diffusion-sample: {} (see --help)", e.what()));
+  }
+  if (vm.count("help")) {
+    std::cout << "mpirun -np W diffusion-sample --checkpoint RUN --num-samples N --out DIR [options]\n"
+              << all << "\n";
+    return std::nullopt;
+  }
+  const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
+
+  SampleConfig c;
+  c.checkpoint = s("checkpoint");
+  if (c.checkpoint.empty()) throw Error("option --checkpoint is required (a run or step folder)");
+  c.out = s("out");
+  if (c.out.empty()) throw Error("option --out is required (the output folder)");
+  c.num_samples = to_int("num-samples", s("num-samples"));
+  if (c.num_samples <= 0)
+    throw Error(fmt::format("option --num-samples: {} must be positive", c.num_samples));
+  c.ema = s("ema") == "auto" ? "" : s("ema");
+  if (!c.ema.empty() && c.ema != "none" && to_double("ema", c.ema) <= 0)
+    throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
+  c.save_float = to_bool("save-float", s("save-float"));
+  c.sampler = s("sampler");
+  if (c.sampler != "ddpm" && c.sampler != "ddim") bad_value("sampler", c.sampler, "ddpm or ddim");
+  if (s("steps") != "auto") {
+    c.steps = to_int("steps", s("steps"));
+    if (*c.steps < 1) throw Error(fmt::format("option --steps: {} must be at least 1", *c.steps));
+  }
+  c.eta = to_double("eta", s("eta"));
+  if (c.eta < 0) throw Error(fmt::format("option --eta: {} must be >= 0", c.eta));
+  if (s("variance") != "auto") c.variance = to_enum("variance", s("variance"), parse_variance_kind);
+  c.spacing = to_enum("timestep-spacing", s("timestep-spacing"), parse_timestep_spacing);
+  if (s("clip-x0") != "auto") c.clip_x0 = to_bool("clip-x0", s("clip-x0"));
+  c.guidance_scale = to_double("guidance-scale", s("guidance-scale"));
+  if (s("class") != "spread") {
+    c.class_label = to_int("class", s("class"));
+    if (*c.class_label < 0) throw Error(fmt::format("option --class: {} must be >= 0", *c.class_label));
+  }
+  const int64_t seed = to_int("seed", s("seed"));
+  if (seed < 0) throw Error(fmt::format("option --seed: {} must be >= 0", seed));
+  c.seed = static_cast<uint64_t>(seed);
+  c.batch_size = to_int("batch-size", s("batch-size"));
+  if (c.batch_size <= 0) throw Error(fmt::format("option --batch-size: {} must be positive", c.batch_size));
+  c.threads = static_cast<int>(to_int("threads", s("threads")));
+  if (c.threads < 0) throw Error(fmt::format("option --threads: {} must be >= 0", c.threads));
+  return c;
+}
+
+}  // namespace diffusion

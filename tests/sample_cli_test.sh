@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# End-to-end test of build/bin/diffusion-sample on a tiny toy_2d MLP: W = 1 (batch 16) and
+# W = 3 (batch 7) give bit-identical samples; DDPM and DDIM both run; samples land near the
+# ring; guidance with --class gives that class; samples.h5 (a virtual dataset) still reads
+# after the folder is moved; a run killed with -9 resumes to the clean run's output; another
+# command on the same folder is refused; bad input fails with a message and writes nothing.
+# Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
+set -uo pipefail
+
+BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
+SRC="${DIFFUSION_SOURCE:?}"
+PY="${DIFFUSION_PYTHON:-python3}"
+WORK="${DIFFUSION_TEST_DATA:-/tmp}/sample_cli_test-$$"
+MPIRUN=(mpirun --oversubscribe)
+[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
+
+passed=0
+failed=0
+pass() { passed=$((passed + 1)); echo "PASS: $1"; }
+fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
+
+rm -rf "$WORK" && mkdir -p "$WORK"
+trap 'rm -rf "$WORK"' EXIT
+cd "$WORK" || exit 1
+"$BIN/diffusion-data" make-toy --kind gmm-ring --num 5000 --seed 0 --out ring.h5 >/dev/null
+
+TRAIN=("$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --data ring.h5 --steps 2000 --threads 1
+       --mlp-hidden 64 --ema-rates 0.99 --log-every 1000 --checkpoint-every 2000)
+"${TRAIN[@]}" --out run >train.log 2>&1 || { cat train.log; exit 1; }
+"${TRAIN[@]}" --out cond --class-cond true >train_cond.log 2>&1 || { cat train_cond.log; exit 1; }
+
+SAMPLE=("$BIN/diffusion-sample" --checkpoint run --threads 1)
+same_x() {  # same_x A.h5 B.h5: the `x` arrays are bit-identical
+  "$PY" -c "import h5py, numpy as np, sys; a = h5py.File(sys.argv[1])['x'][:]; b = h5py.File(sys.argv[2])['x'][:]
+assert a.shape == b.shape and np.array_equal(a, b), (a.shape, b.shape)" "$1" "$2"
+}
+
+# --- determinism over W and batch size; DDIM and DDPM --------------------------------------
+for s in ddim ddpm; do
+  extra=()
+  [ "$s" = ddpm ] && extra=(--steps 100)
+  if "${SAMPLE[@]}" --sampler "$s" "${extra[@]}" --num-samples 50 --batch-size 16 --out "w1_$s" >"w1_$s.log" 2>&1 &&
+     "${MPIRUN[@]}" -np 3 "${SAMPLE[@]}" --sampler "$s" "${extra[@]}" --num-samples 50 --batch-size 7 --out "w3_$s" \
+       >"w3_$s.log" 2>&1; then
+    pass "$s at W=1 and W=3 exits 0"
+  else
+    fail "$s runs"; cat "w1_$s.log" "w3_$s.log"
+  fi
+  if same_x "w1_$s/samples.h5" "w3_$s/samples.h5"; then pass "$s: W=1 batch 16 == W=3 batch 7, bit for bit"
+  else fail "$s: outputs differ between W=1 and W=3"; fi
+done
+if [ -f w3_ddim/shards/rank-00002-of-00003.h5 ] && [ -f w3_ddim/manifest.json ] && [ ! -f w3_ddim/grid.png ] &&
+   grep -q '"status": "complete"' w3_ddim/manifest.json && grep -q "samples/s" w3_ddim.log && grep -q "ETA" w3_ddim.log; then
+  pass "shards, manifest (complete), progress with samples/s and ETA"
+else
+  fail "output layout"; ls -R w3_ddim; cat w3_ddim.log
+fi
+
+# --- samples near the ring (radius 2), indices, format ---------------------------------------
+for s in ddim ddpm; do
+  if "$PY" - "w1_$s/samples.h5" <<'PYEOF'
+import h5py, numpy as np, sys
+f = h5py.File(sys.argv[1])
+x = f["x"][:]
+assert x.shape == (50, 2) and x.dtype == np.float32 and np.isfinite(x).all()
+assert (f["indices"][:] == np.arange(50)).all()
+r = np.linalg.norm(x, axis=1)
+# A 2000-step MLP is not perfect; most samples must still sit near the ring, not at the origin
+# or spread like the N(0, I) start.
+assert abs(np.median(r) - 2) < 0.4 and np.mean(np.abs(r - 2) < 0.6) >= 0.7, (np.median(r), np.mean(np.abs(r - 2) < 0.6))
+PYEOF
+  then pass "$s samples lie near the ring"; else fail "$s samples near the ring"; fi
+done
+if "$BIN/diffusion-data" inspect w1_ddim/samples.h5 >inspect.log 2>&1; then pass "diffusion-data inspect reads samples.h5"
+else fail "inspect samples.h5"; cat inspect.log; fi
+
+# --- the virtual dataset survives a move --------------------------------------------------
+mv w3_ddim moved_w3
+if (cd / && same_x "$WORK/w1_ddim/samples.h5" "$WORK/moved_w3/samples.h5"); then
+  pass "samples.h5 reads after mv DIR DIR2 (relative shard paths)"
+else fail "samples.h5 after a move"; fi
+
+# --- guidance with a class --------------------------------------------------------------------
+if "${MPIRUN[@]}" -np 2 "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --guidance-scale 2 \
+     --class 3 --out guided >guided.log 2>&1 &&
+   "$PY" -c "import h5py, numpy as np; f = h5py.File('guided/samples.h5')
+assert (f['labels'][:] == 3).all() and f.attrs['num_classes'] == 8 and f['x'].shape == (20, 2)"; then
+  pass "guidance 2 with --class 3: labels all 3, num_classes attribute"
+else fail "guided sampling"; cat guided.log; fi
+if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --out spread >spread.log 2>&1 &&
+   "$PY" -c "import h5py, numpy as np; f = h5py.File('spread/samples.h5'); assert (f['labels'][:] == np.arange(20) % 8).all()"; then
+  pass "classes spread evenly without --class"
+else fail "spread labels"; cat spread.log; fi
+
+# --- kill -9 mid-way, then the same command finishes the run ---------------------------------
+BIG=("${MPIRUN[@]}" -np 2 "${SAMPLE[@]}" --sampler ddpm --num-samples 3000 --batch-size 20)
+"${BIG[@]}" --out clean >clean.log 2>&1 || { fail "clean big run"; cat clean.log; }
+"${BIG[@]}" --out killed >killed.log 2>&1 &
+pid=$!
+for _ in $(seq 1 300); do
+  n=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  [ "$n" -ge 600 ] && break
+  sleep 0.05
+done
+kill -9 "$pid" 2>/dev/null
+# mpirun's ranks die with it (orted notices); make sure none is left writing.
+wait "$pid" 2>/dev/null
+sleep 1
+done_before=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+if [ "$done_before" -gt 0 ] && [ "$done_before" -lt 3000 ] && [ ! -f killed/samples.h5 ]; then
+  pass "kill -9 left a partial run ($done_before of 3000 samples)"
+else
+  fail "partial run (progress $done_before)"
+fi
+if "${BIG[@]}" --out killed >resume.log 2>&1 && grep -q "resuming after" resume.log && same_x clean/samples.h5 killed/samples.h5; then
+  pass "re-running the same command resumes and equals a clean run"
+else fail "resume after kill -9"; tail -5 resume.log; fi
+if "${BIG[@]}" --out killed >again.log 2>&1 && grep -q "already complete" again.log; then
+  pass "a complete folder is left alone"
+else fail "re-run of a complete folder"; cat again.log; fi
+
+# --- refusals and bad input: non-zero exit, a message naming the key or file, nothing written --
+expect_fail() {  # expect_fail NAME PATTERN OUTDIR COMMAND...
+  local name=$1 pattern=$2 out=$3
+  shift 3
+  if "$@" >bad.log 2>&1; then fail "$name: exit 0"; return; fi
+  if ! grep -q -- "$pattern" bad.log; then fail "$name: no '$pattern' in: $(cat bad.log)"; return; fi
+  if [ -n "$out" ] && [ -e "$out" ]; then fail "$name: $out was written"; return; fi
+  pass "$name"
+}
+expect_fail "another command on the same folder is refused" "different command" "" \
+  "${SAMPLE[@]}" --num-samples 50 --batch-size 16 --seed 1 --out w1_ddim
+mkdir -p nomanifest/checkpoints/step-00000010
+expect_fail "checkpoint without a manifest" "nomanifest" bad_out "$BIN/diffusion-sample" --checkpoint nomanifest \
+  --num-samples 5 --out bad_out
+expect_fail "guidance on an unconditional model" "guidance-scale" bad_out "${SAMPLE[@]}" --num-samples 5 \
+  --guidance-scale 2 --out bad_out
+expect_fail "--class on an unconditional model" "class" bad_out "${SAMPLE[@]}" --num-samples 5 --class 1 --out bad_out
+expect_fail "S > T" "steps" bad_out "${SAMPLE[@]}" --num-samples 5 --steps 1001 --out bad_out
+expect_fail "class out of range" "class 8" bad_out "$BIN/diffusion-sample" --checkpoint cond --num-samples 5 \
+  --class 8 --out bad_out
+expect_fail "missing --checkpoint" "checkpoint" bad_out "$BIN/diffusion-sample" --num-samples 5 --out bad_out
+expect_fail "missing --out" "out" "" "${SAMPLE[@]}" --num-samples 5
+expect_fail "N <= 0" "num-samples" bad_out "${SAMPLE[@]}" --num-samples 0 --out bad_out
+expect_fail "learned variance on a fixed-variance model" "variance" bad_out "${SAMPLE[@]}" --sampler ddpm \
+  --variance learned --num-samples 5 --out bad_out
+
+echo "sample_cli_test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
