@@ -36,6 +36,14 @@ double KeyedRng::normal() {
   return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
 }
 
+std::pair<double, double> KeyedRng::normal_pair() {
+  double u1 = uniform();
+  const double u2 = uniform();
+  if (u1 < 1e-300) u1 = 1e-300;
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  return {r * std::cos(2.0 * M_PI * u2), r * std::sin(2.0 * M_PI * u2)};
+}
+
 std::vector<int64_t> keyed_permutation(int64_t n, uint64_t key) {
   std::vector<int64_t> perm(static_cast<size_t>(n));
   std::iota(perm.begin(), perm.end(), int64_t{0});

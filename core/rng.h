@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 namespace diffusion {
@@ -50,6 +51,8 @@ class KeyedRng {
   double uniform() { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
   // Standard normal (Box–Muller; the second value is discarded for simplicity of keying).
   double normal();
+  // Two independent standard normals from one Box–Muller draw.
+  std::pair<double, double> normal_pair();
 
  private:
   uint64_t state_;

@@ -62,5 +62,22 @@ TEST(Rng, BelowAndNormalHaveTheRightMoments) {
   EXPECT_NEAR(below_sum / n, 3.0, 5 * 2.0 / std::sqrt(n));
 }
 
+TEST(Rng, NormalPairsAreUncorrelatedStandardNormals) {
+  KeyedRng rng(stream_key(4, RngPurpose::kNoise));
+  const int n = 200000;
+  double s0 = 0, s1 = 0, q0 = 0, q1 = 0, cross = 0, tail = 0;
+  for (int i = 0; i < n; ++i) {
+    const auto [a, b] = rng.normal_pair();
+    s0 += a, s1 += b, q0 += a * a, q1 += b * b, cross += a * b;
+    tail += std::abs(a) > 1.959964;
+  }
+  EXPECT_NEAR(s0 / n, 0.0, 5 / std::sqrt(n));
+  EXPECT_NEAR(s1 / n, 0.0, 5 / std::sqrt(n));
+  EXPECT_NEAR(q0 / n, 1.0, 5 * std::sqrt(2.0 / n));
+  EXPECT_NEAR(q1 / n, 1.0, 5 * std::sqrt(2.0 / n));
+  EXPECT_NEAR(cross / n, 0.0, 5 / std::sqrt(n));
+  EXPECT_NEAR(tail / n, 0.05, 5 * std::sqrt(0.05 * 0.95 / n));  // two-sided 5% tail
+}
+
 }  // namespace
 }  // namespace diffusion
