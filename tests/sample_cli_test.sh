@@ -119,6 +119,41 @@ if "${BIG[@]}" --out killed >again.log 2>&1 && grep -q "already complete" again.
   pass "a complete folder is left alone"
 else fail "re-run of a complete folder"; cat again.log; fi
 
+# --- an image model: tiny UNet, uint8 NHWC samples, grid.png, same bytes at W = 1 and 2 -------
+"$PY" - imgs.h5 <<'PYEOF'
+import sys, h5py, numpy as np
+rng = np.random.default_rng(0)
+with h5py.File(sys.argv[1], "w") as f:
+    f.create_dataset("images", data=rng.integers(0, 256, (64, 8, 8, 1), dtype=np.uint8),
+                     maxshape=(None, 8, 8, 1), chunks=(64, 8, 8, 1))
+    f.create_dataset("labels", data=rng.integers(0, 3, 64).astype(np.int64), maxshape=(None,), chunks=(64,))
+    f.attrs["num_classes"] = np.int64(3)
+PYEOF
+"$BIN/diffusion-train" --data imgs.h5 --out unet_run --model unet --base-channels 8 --channel-mult 1,2 \
+  --num-res-blocks 1 --attention-resolutions 4 --image-size 8 --num-groups 4 --num-heads 2 \
+  --class-cond true --steps 10 --batch-size 8 --ema-rates 0.9 --threads 1 --log-every 5 \
+  --checkpoint-every 10 >unet_train.log 2>&1 || { cat unet_train.log; fail "tiny UNet training"; }
+USAMPLE=("$BIN/diffusion-sample" --checkpoint unet_run --threads 1 --num-samples 20 --steps 10
+         --guidance-scale 1.5)
+if "${USAMPLE[@]}" --out u1 --batch-size 16 >u1.log 2>&1 &&
+   "${MPIRUN[@]}" -np 2 "${USAMPLE[@]}" --out u2 --batch-size 7 >u2.log 2>&1 &&
+   "$PY" - u1/samples.h5 u2/samples.h5 u1/grid.png <<'PYEOF'
+import sys, struct, h5py, numpy as np
+a, b = h5py.File(sys.argv[1])["images"][:], h5py.File(sys.argv[2])["images"][:]
+assert a.dtype == np.uint8 and a.shape == (20, 8, 8, 1), (a.dtype, a.shape)
+assert np.array_equal(a, b), "W=1/batch 16 and W=2/batch 7 differ"
+assert h5py.File(sys.argv[1])["labels"][:].tolist() == [i % 3 for i in range(20)]
+png = open(sys.argv[3], "rb").read()
+assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR", "grid.png is not a PNG"
+w, h = struct.unpack(">II", png[16:24])
+assert w >= 8 and h >= 8, (w, h)
+PYEOF
+then
+  pass "tiny UNet: uint8 [20, 8, 8, 1] samples bit-identical at W=1/batch 16 and W=2/batch 7, grid.png"
+else
+  fail "tiny UNet sampling"; tail -5 u1.log u2.log
+fi
+
 # --- refusals and bad input: non-zero exit, a message naming the key or file, nothing written --
 expect_fail() {  # expect_fail NAME PATTERN OUTDIR COMMAND...
   local name=$1 pattern=$2 out=$3
