@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "core/error.h"
+#include "core/option_values.h"
 
 namespace diffusion {
 namespace po = boost::program_options;
@@ -40,36 +41,6 @@ const OptionSpec kOptions[] = {
     {"runtime", "batch-size", "64", "samples per forward pass per rank (does not change results)"},
     {"runtime", "threads", "0", "intra-op threads per rank; 0 = default"},
 };
-
-[[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* expected) {
-  throw Error(fmt::format("option --{}: '{}' is not {}", key, value, expected));
-}
-
-int64_t to_int(const std::string& key, const std::string& v) {
-  try {
-    size_t used = 0;
-    const long long value = std::stoll(v, &used);
-    if (used == v.size()) return value;
-  } catch (const std::exception&) {
-  }
-  bad_value(key, v, "an integer");
-}
-
-double to_double(const std::string& key, const std::string& v) {
-  try {
-    size_t used = 0;
-    const double value = std::stod(v, &used);
-    if (used == v.size()) return value;
-  } catch (const std::exception&) {
-  }
-  bad_value(key, v, "a number");
-}
-
-bool to_bool(const std::string& key, const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes") return true;
-  if (v == "false" || v == "0" || v == "no") return false;
-  bad_value(key, v, "true or false");
-}
 
 template <typename Parse>
 auto to_enum(const std::string& key, const std::string& v, Parse parse) {
@@ -112,35 +83,35 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (c.checkpoint.empty()) throw Error("option --checkpoint is required (a run or step folder)");
   c.out = s("out");
   if (c.out.empty()) throw Error("option --out is required (the output folder)");
-  c.num_samples = to_int("num-samples", s("num-samples"));
+  c.num_samples = option_int("num-samples", s("num-samples"));
   if (c.num_samples <= 0)
     throw Error(fmt::format("option --num-samples: {} must be positive", c.num_samples));
   c.ema = s("ema") == "auto" ? "" : s("ema");
-  if (!c.ema.empty() && c.ema != "none" && to_double("ema", c.ema) <= 0)
+  if (!c.ema.empty() && c.ema != "none" && option_double("ema", c.ema) <= 0)
     throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
-  c.save_float = to_bool("save-float", s("save-float"));
+  c.save_float = option_bool("save-float", s("save-float"));
   c.sampler = s("sampler");
-  if (c.sampler != "ddpm" && c.sampler != "ddim") bad_value("sampler", c.sampler, "ddpm or ddim");
+  if (c.sampler != "ddpm" && c.sampler != "ddim") bad_option_value("sampler", c.sampler, "ddpm or ddim");
   if (s("steps") != "auto") {
-    c.steps = to_int("steps", s("steps"));
+    c.steps = option_int("steps", s("steps"));
     if (*c.steps < 1) throw Error(fmt::format("option --steps: {} must be at least 1", *c.steps));
   }
-  c.eta = to_double("eta", s("eta"));
+  c.eta = option_double("eta", s("eta"));
   if (c.eta < 0) throw Error(fmt::format("option --eta: {} must be >= 0", c.eta));
   if (s("variance") != "auto") c.variance = to_enum("variance", s("variance"), parse_variance_kind);
   c.spacing = to_enum("timestep-spacing", s("timestep-spacing"), parse_timestep_spacing);
-  if (s("clip-x0") != "auto") c.clip_x0 = to_bool("clip-x0", s("clip-x0"));
-  c.guidance_scale = to_double("guidance-scale", s("guidance-scale"));
+  if (s("clip-x0") != "auto") c.clip_x0 = option_bool("clip-x0", s("clip-x0"));
+  c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
   if (s("class") != "spread") {
-    c.class_label = to_int("class", s("class"));
+    c.class_label = option_int("class", s("class"));
     if (*c.class_label < 0) throw Error(fmt::format("option --class: {} must be >= 0", *c.class_label));
   }
-  const int64_t seed = to_int("seed", s("seed"));
+  const int64_t seed = option_int("seed", s("seed"));
   if (seed < 0) throw Error(fmt::format("option --seed: {} must be >= 0", seed));
   c.seed = static_cast<uint64_t>(seed);
-  c.batch_size = to_int("batch-size", s("batch-size"));
+  c.batch_size = option_int("batch-size", s("batch-size"));
   if (c.batch_size <= 0) throw Error(fmt::format("option --batch-size: {} must be positive", c.batch_size));
-  c.threads = static_cast<int>(to_int("threads", s("threads")));
+  c.threads = static_cast<int>(option_int("threads", s("threads")));
   if (c.threads < 0) throw Error(fmt::format("option --threads: {} must be >= 0", c.threads));
   return c;
 }

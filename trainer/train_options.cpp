@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/option_values.h"
 
 namespace diffusion {
 namespace po = boost::program_options;
@@ -71,48 +72,6 @@ const OptionSpec kOptions[] = {
 };
 
 const char* const kGroups[] = {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"};
-
-[[noreturn]] void bad_value(const std::string& key, const std::string& value, const char* expected) {
-  throw Error(fmt::format("option --{}: '{}' is not {}", key, value, expected));
-}
-
-int64_t to_int(const std::string& key, const std::string& v) {
-  try {
-    size_t used = 0;
-    const long long x = std::stoll(v, &used);
-    if (used == v.size()) return x;
-  } catch (const std::exception&) {
-  }
-  bad_value(key, v, "an integer");
-}
-
-double to_double(const std::string& key, const std::string& v) {
-  try {
-    size_t used = 0;
-    const double x = std::stod(v, &used);
-    if (used == v.size()) return x;
-  } catch (const std::exception&) {
-  }
-  bad_value(key, v, "a number");
-}
-
-bool to_bool(const std::string& key, const std::string& v) {
-  if (v == "true" || v == "1" || v == "yes" || v == "on") return true;
-  if (v == "false" || v == "0" || v == "no" || v == "off") return false;
-  bad_value(key, v, "true or false");
-}
-
-template <typename T, typename Convert>
-std::vector<T> to_list(const std::string& key, const std::string& v, Convert convert) {
-  std::vector<T> out;
-  std::stringstream ss(v);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (item.empty()) bad_value(key, v, "a comma-separated list");
-    out.push_back(convert(key, item));
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -180,58 +139,58 @@ TrainConfig config_from_vm(const po::variables_map& vm) {
   config.resolved_text = resolved;
 
   config.data.path = s("data");
-  config.data.random_flip = to_bool("random-flip", s("random-flip"));
-  config.data.memory_limit_mb = to_int("memory-limit-mb", s("memory-limit-mb"));
+  config.data.random_flip = option_bool("random-flip", s("random-flip"));
+  config.data.memory_limit_mb = option_int("memory-limit-mb", s("memory-limit-mb"));
 
   auto& m = config.model;
   m.kind = s("model");
   auto& u = m.unet;
-  u.in_channels = to_int("in-channels", s("in-channels"));
-  u.base_channels = to_int("base-channels", s("base-channels"));
-  u.channel_mult = to_list<int64_t>("channel-mult", s("channel-mult"), to_int);
-  u.num_res_blocks = to_int("num-res-blocks", s("num-res-blocks"));
+  u.in_channels = option_int("in-channels", s("in-channels"));
+  u.base_channels = option_int("base-channels", s("base-channels"));
+  u.channel_mult = option_int_list("channel-mult", s("channel-mult"));
+  u.num_res_blocks = option_int("num-res-blocks", s("num-res-blocks"));
   u.attention_resolutions = s("attention-resolutions") == "none"
                                 ? std::vector<int64_t>{}
-                                : to_list<int64_t>("attention-resolutions", s("attention-resolutions"), to_int);
-  u.image_size = to_int("image-size", s("image-size"));
-  u.num_heads = to_int("num-heads", s("num-heads"));
-  u.num_groups = to_int("num-groups", s("num-groups"));
-  u.dropout = to_double("dropout", s("dropout"));
-  m.mlp.hidden = to_int("mlp-hidden", s("mlp-hidden"));
-  m.mlp.num_blocks = to_int("mlp-blocks", s("mlp-blocks"));
-  m.mlp.time_embed_dim = to_int("mlp-time-dim", s("mlp-time-dim"));
+                                : option_int_list("attention-resolutions", s("attention-resolutions"));
+  u.image_size = option_int("image-size", s("image-size"));
+  u.num_heads = option_int("num-heads", s("num-heads"));
+  u.num_groups = option_int("num-groups", s("num-groups"));
+  u.dropout = option_double("dropout", s("dropout"));
+  m.mlp.hidden = option_int("mlp-hidden", s("mlp-hidden"));
+  m.mlp.num_blocks = option_int("mlp-blocks", s("mlp-blocks"));
+  m.mlp.time_embed_dim = option_int("mlp-time-dim", s("mlp-time-dim"));
   m.mlp.dropout = u.dropout;
 
   auto& d = config.diffusion;
-  d.schedule.timesteps = to_int("timesteps", s("timesteps"));
+  d.schedule.timesteps = option_int("timesteps", s("timesteps"));
   d.schedule.kind = parse_schedule_kind(s("schedule"));
-  if (s("beta-start") != "auto") d.schedule.beta_start = to_double("beta-start", s("beta-start"));
-  if (s("beta-end") != "auto") d.schedule.beta_end = to_double("beta-end", s("beta-end"));
+  if (s("beta-start") != "auto") d.schedule.beta_start = option_double("beta-start", s("beta-start"));
+  if (s("beta-end") != "auto") d.schedule.beta_end = option_double("beta-end", s("beta-end"));
   d.prediction = parse_prediction(s("prediction"));
-  d.learned_variance = to_bool("learned-variance", s("learned-variance"));
-  d.vlb_weight = to_double("vlb-weight", s("vlb-weight"));
-  d.class_conditional = to_bool("class-cond", s("class-cond"));
-  d.p_uncond = to_double("p-uncond", s("p-uncond"));
+  d.learned_variance = option_bool("learned-variance", s("learned-variance"));
+  d.vlb_weight = option_double("vlb-weight", s("vlb-weight"));
+  d.class_conditional = option_bool("class-cond", s("class-cond"));
+  d.p_uncond = option_double("p-uncond", s("p-uncond"));
   u.learned_variance = m.mlp.learned_variance = d.learned_variance;
 
   auto& o = config.optim;
-  o.steps = to_int("steps", s("steps"));
-  o.batch_size = to_int("batch-size", s("batch-size"));
-  o.micro_batch = to_int("micro-batch", s("micro-batch"));
-  o.lr = to_double("lr", s("lr"));
-  o.warmup = to_int("warmup", s("warmup"));
-  o.weight_decay = to_double("weight-decay", s("weight-decay"));
-  o.grad_clip = to_double("grad-clip", s("grad-clip"));
-  o.ema_rates = to_list<double>("ema-rates", s("ema-rates"), to_double);
-  o.max_nonfinite = to_int("max-nonfinite", s("max-nonfinite"));
-  o.seed = static_cast<uint64_t>(to_int("seed", s("seed")));
-  o.bucket_mb = to_int("bucket-mb", s("bucket-mb"));
-  o.threads = static_cast<int>(to_int("threads", s("threads")));
+  o.steps = option_int("steps", s("steps"));
+  o.batch_size = option_int("batch-size", s("batch-size"));
+  o.micro_batch = option_int("micro-batch", s("micro-batch"));
+  o.lr = option_double("lr", s("lr"));
+  o.warmup = option_int("warmup", s("warmup"));
+  o.weight_decay = option_double("weight-decay", s("weight-decay"));
+  o.grad_clip = option_double("grad-clip", s("grad-clip"));
+  o.ema_rates = option_double_list("ema-rates", s("ema-rates"));
+  o.max_nonfinite = option_int("max-nonfinite", s("max-nonfinite"));
+  o.seed = static_cast<uint64_t>(option_int("seed", s("seed")));
+  o.bucket_mb = option_int("bucket-mb", s("bucket-mb"));
+  o.threads = static_cast<int>(option_int("threads", s("threads")));
 
   config.checkpoint.out = s("out");
-  config.checkpoint.checkpoint_every = to_int("checkpoint-every", s("checkpoint-every"));
-  config.checkpoint.keep = static_cast<int>(to_int("keep-checkpoints", s("keep-checkpoints")));
-  config.logging.log_every = to_int("log-every", s("log-every"));
+  config.checkpoint.checkpoint_every = option_int("checkpoint-every", s("checkpoint-every"));
+  config.checkpoint.keep = static_cast<int>(option_int("keep-checkpoints", s("keep-checkpoints")));
+  config.logging.log_every = option_int("log-every", s("log-every"));
   return config;
 }
 
@@ -292,8 +251,8 @@ TrainConfig parse_resolved_config(const std::string& text, const std::string& so
     const auto eq = line.find(" = ");
     if (!in_derived || eq == std::string::npos) continue;
     const auto key = line.substr(0, eq), value = line.substr(eq + 3);
-    if (key == "sample-shape") shape = to_list<int64_t>("sample-shape", value, to_int);
-    if (key == "num-classes") num_classes = to_int("num-classes", value);
+    if (key == "sample-shape") shape = option_int_list("sample-shape", value);
+    if (key == "num-classes") num_classes = option_int("num-classes", value);
   }
   if (shape.empty()) throw Error(fmt::format("{}: no [derived] sample-shape: not a config written by diffusion-train", source));
   apply_data_shape(config, shape, num_classes);

@@ -1,0 +1,19 @@
+// Converting option values given as text (command line, INI files) to numbers, flags and
+// lists, with errors that name the option: shared by every *_options.cpp. Boost- and torch-free.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace diffusion {
+
+[[noreturn]] void bad_option_value(const std::string& key, const std::string& value, const char* expected);
+
+int64_t option_int(const std::string& key, const std::string& value);
+double option_double(const std::string& key, const std::string& value);
+bool option_bool(const std::string& key, const std::string& value);  // true/false, 1/0, yes/no, on/off
+std::vector<int64_t> option_int_list(const std::string& key, const std::string& value);  // "1,2,2"
+std::vector<double> option_double_list(const std::string& key, const std::string& value);
+
+}  // namespace diffusion
