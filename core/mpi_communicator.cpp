@@ -272,15 +272,11 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
 void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(impl_->sync_comm)); }
 
 double MpiCommunicator::all_reduce_max(double value) {
-  double result = 0.0;
-  MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, impl_->sync_comm));
-  return result;
+  return mpi_all_reduce_scalar(value, MPI_MAX, impl_->sync_comm);
 }
 
 double MpiCommunicator::all_reduce_sum(double value) {
-  double result = 0.0;
-  MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_SUM, impl_->sync_comm));
-  return result;
+  return mpi_all_reduce_scalar(value, MPI_SUM, impl_->sync_comm);
 }
 
 }  // namespace diffusion

@@ -14,6 +14,12 @@ std::string mpi_error_text(int code) {
   return std::string(text, static_cast<size_t>(length));
 }
 
+double mpi_all_reduce_scalar(double value, MPI_Op op, MPI_Comm comm) {
+  double result = 0.0;
+  MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, op, comm));
+  return result;
+}
+
 MpiSession::MpiSession(int* argc, char*** argv) {
   // MULTIPLE lets a communication thread reduce gradient buckets while the main thread runs
   // backward; the provided level is kept so callers can fall back when it is lower.

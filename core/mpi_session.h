@@ -20,6 +20,9 @@ std::string mpi_error_text(int code);
                                        ::diffusion::mpi_error_text(mpi_check_rc_));           \
   } while (0)
 
+// One double reduced over `comm` with `op` (host-side control values: losses, flags).
+double mpi_all_reduce_scalar(double value, MPI_Op op, MPI_Comm comm);
+
 class MpiSession {
  public:
   // Errors on MPI_COMM_WORLD are returned (not fatal) so MPI_CHECK can report them.

@@ -231,15 +231,11 @@ void NcclCommunicator::barrier() {
 }
 
 double NcclCommunicator::all_reduce_max(double value) {
-  double result = 0.0;
-  MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_MAX, impl_->host_comm));
-  return result;
+  return mpi_all_reduce_scalar(value, MPI_MAX, impl_->host_comm);
 }
 
 double NcclCommunicator::all_reduce_sum(double value) {
-  double result = 0.0;
-  MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_SUM, impl_->host_comm));
-  return result;
+  return mpi_all_reduce_scalar(value, MPI_SUM, impl_->host_comm);
 }
 
 }  // namespace diffusion

@@ -8,6 +8,14 @@
 
 namespace diffusion {
 
+// One row of a program's option table (llama.cpp's arg table): group, name, default, help.
+struct OptionSpec {
+  const char* group;
+  const char* key;
+  const char* default_value;
+  const char* help;
+};
+
 [[noreturn]] void bad_option_value(const std::string& key, const std::string& value, const char* expected);
 
 int64_t option_int(const std::string& key, const std::string& value);

@@ -15,13 +15,6 @@ namespace diffusion {
 namespace po = boost::program_options;
 namespace {
 
-struct OptionSpec {
-  const char* group;
-  const char* key;
-  const char* default_value;
-  const char* help;
-};
-
 // One declaration per option: group, name, default, help.
 const OptionSpec kOptions[] = {
     {"model", "checkpoint", "", "run folder (its latest checkpoint) or a step folder"},

@@ -19,13 +19,6 @@ namespace diffusion {
 namespace po = boost::program_options;
 namespace {
 
-struct OptionSpec {
-  const char* group;
-  const char* key;
-  const char* default_value;
-  const char* help;
-};
-
 // One declaration per option (llama.cpp's arg table): group, name, default, help.
 const OptionSpec kOptions[] = {
     {"data", "data", "", "training set (HDF5, docs/formats.md)"},
