@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what building and testing need, and only what is missing: Debian's packages
-# (compiler, CMake, Open MPI, HDF5, Boost, GoogleTest, stb, Fashion-MNIST) and the pinned
+# (compiler, CMake, Open MPI, HDF5, Boost, GoogleTest, stb, Fashion-MNIST, Slurm) and the pinned
 # PyTorch wheel (its LibTorch, CUDA 13 build, with NCCL) in the project-local .venv.
 # Safe to re-run; prints what it does.
 set -euo pipefail
@@ -10,7 +10,8 @@ TORCH_VERSION=2.11.0   # CUDA 13 build on PyPI; the GPU machines run the same ve
 PY_PACKAGES=("torch==${TORCH_VERSION}" "numpy==2.4.6" "h5py==3.16.0")
 DEB_PACKAGES=(build-essential cmake ninja-build pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-dev hdf5-tools libboost-program-options-dev
-  libgtest-dev libstb-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist python3-venv)
+  libgtest-dev libstb-dev zlib1g-dev nlohmann-json3-dev dataset-fashion-mnist python3-venv
+  slurmctld slurmd slurm-client munge)  # Slurm: the tests start a single-node cluster
 
 missing=()
 for p in "${DEB_PACKAGES[@]}"; do
