@@ -37,7 +37,6 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   if (!(o.lr > 0)) fail("lr", fmt::format("{} is not positive", o.lr));
   if (o.warmup < 0) fail("warmup", "must be >= 0");
   if (o.grad_clip < 0) fail("grad-clip", "must be >= 0");
-  if (o.ema_rates.empty()) fail("ema-rates", "give at least one rate");
   for (double r : o.ema_rates)
     if (!(r > 0 && r < 1)) fail("ema-rates", fmt::format("{} is not in (0, 1)", r));
   if (o.max_nonfinite < 1) fail("max-nonfinite", "must be >= 1");

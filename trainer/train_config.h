@@ -53,6 +53,14 @@ struct LoggingOptions {
   int64_t log_every = 50;  // progress line and metrics.jsonl record every K steps
 };
 
+// Set for a progressive-distillation student (diffusion-distill writes it as the [distilled]
+// section of the run's config): the student samples with DDIM (η = 0) on its own grid.
+struct DistilledInfo {
+  int64_t sampling_steps = 0;       // N; 0 = not a distilled student
+  std::vector<int64_t> timesteps;   // the N timesteps visited, descending (then ᾱ = 1)
+  double guidance_scale = 1.0;      // guidance of the teacher targets, baked into the student
+};
+
 struct TrainConfig;
 // Fills in what comes from the data: channels (images [C, H, W]) or dimension (vectors [D]),
 // and the class count of a class-conditional model (0 otherwise).
@@ -70,6 +78,7 @@ struct TrainConfig {
   // Derived from the data by apply_data_shape.
   std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
   int64_t num_classes = 0;            // classes the model is conditioned on; 0 = unconditional
+  DistilledInfo distilled;            // from the [distilled] section, if any
 };
 
 // Checks what can be checked before any data is read (T >= 2, the batch divides over the

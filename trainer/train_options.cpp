@@ -1,22 +1,18 @@
-// Boost.Program_options for diffusion-train: one options_description per group with its
-// defaults shown in --help, INI sections mirroring the groups, command line over INI.
-// Every value is read as text and converted here, so a bad value names its key.
+// The option table of diffusion-train (INI sections mirror its groups, command line over INI;
+// core/ini_options does the Boost side). Every value is read as text and converted here, so a
+// bad value names its key.
 #include "trainer/train_options.h"
 
 #include <fmt/format.h>
 
-#include <boost/program_options.hpp>
-#include <fstream>
-#include <iostream>
-#include <map>
-#include <set>
+#include <iterator>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/ini_options.h"
 #include "core/option_values.h"
 
 namespace diffusion {
-namespace po = boost::program_options;
 namespace {
 
 // One declaration per option (llama.cpp's arg table): group, name, default, help.
@@ -53,7 +49,7 @@ const OptionSpec kOptions[] = {
     {"optimiser", "warmup", "0", "linear learning-rate warmup steps"},
     {"optimiser", "weight-decay", "0", "AdamW weight decay"},
     {"optimiser", "grad-clip", "1", "clip the global gradient norm to this; 0 = off"},
-    {"optimiser", "ema-rates", "0.9999", "EMA decay rates, comma-separated"},
+    {"optimiser", "ema-rates", "0.9999", "EMA decay rates, comma-separated, or none"},
     {"optimiser", "max-nonfinite", "10", "stop after this many non-finite steps in a row"},
     {"optimiser", "seed", "0", "seed of every random draw of the run"},
     {"optimiser", "bucket-mb", "25", "gradient all-reduce bucket size (MB)"},
@@ -64,69 +60,21 @@ const OptionSpec kOptions[] = {
     {"logging", "log-every", "50", "progress line and metrics record every K steps"},
 };
 
-const char* const kGroups[] = {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"};
-
-}  // namespace
-
-namespace {
-
-// INI text (sections mirror the groups, "section.key" in Boost's terms) stored into `vm` under
-// the flat command-line names; unknown keys and keys in another group's section are refused.
-// Sections in `ignored` (e.g. the trainer's own [derived]) are skipped.
-void store_ini(std::istream& in, const std::string& source, po::variables_map& vm,
-               const std::set<std::string>& ignored = {}) {
-  std::map<std::string, std::string> group_of;
-  po::options_description ini_options, flat;
-  for (const auto& o : kOptions) {
-    group_of[o.key] = o.group;
-    ini_options.add_options()(fmt::format("{}.{}", o.group, o.key).c_str(), po::value<std::string>());
-    flat.add_options()(o.key, po::value<std::string>());
-  }
-  po::parsed_options parsed(&ini_options);
-  try {
-    parsed = po::parse_config_file(in, ini_options, /*allow_unregistered=*/true);
-  } catch (const po::error& e) {
-    throw Error(fmt::format("{}: {}", source, e.what()));
-  }
-  std::vector<po::option> kept;
-  for (auto opt : parsed.options) {
-    const auto dot = opt.string_key.find('.');
-    const std::string section = dot == std::string::npos ? "" : opt.string_key.substr(0, dot);
-    const std::string key = dot == std::string::npos ? opt.string_key : opt.string_key.substr(dot + 1);
-    if (ignored.count(section)) continue;
-    const auto it = group_of.find(key);
-    if (it == group_of.end())
-      throw Error(fmt::format("{}: unknown key '{}' in section [{}]", source, key, section));
-    if (it->second != section)
-      throw Error(fmt::format("{}: key '{}' belongs in section [{}], found in [{}]", source, key,
-                              it->second, section));
-    opt.string_key = key;
-    opt.unregistered = false;
-    kept.push_back(opt);
-  }
-  parsed.options = kept;
-  parsed.description = &flat;
-  try {
-    po::store(parsed, vm);  // values already in vm (the command line) win
-  } catch (const po::error& e) {
-    throw Error(fmt::format("{}: {}", source, e.what()));
-  }
+const OptionTable& train_table() {
+  static const OptionTable table{"diffusion-train [--config FILE.ini] [--key value ...]",
+                                 {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"},
+                                 {std::begin(kOptions), std::end(kOptions)}};
+  return table;
 }
 
-po::options_description defaults_only() {
-  po::options_description d;
-  for (const auto& o : kOptions) d.add_options()(o.key, po::value<std::string>()->default_value(o.default_value));
-  return d;
-}
-
-TrainConfig config_from_vm(const po::variables_map& vm) {
+TrainConfig config_from_values(const OptionValues& values) {
   TrainConfig config;
-  const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
+  const auto s = [&](const char* key) { return values.at(key); };
   std::string resolved;
-  for (const char* g : kGroups) {
+  for (const auto& g : train_table().groups) {
     resolved += fmt::format("[{}]\n", g);
     for (const auto& o : kOptions)
-      if (std::string(o.group) == g) resolved += fmt::format("{} = {}\n", o.key, s(o.key));
+      if (o.group == g) resolved += fmt::format("{} = {}\n", o.key, s(o.key));
     resolved += "\n";
   }
   config.resolved_text = resolved;
@@ -174,7 +122,7 @@ TrainConfig config_from_vm(const po::variables_map& vm) {
   o.warmup = option_int("warmup", s("warmup"));
   o.weight_decay = option_double("weight-decay", s("weight-decay"));
   o.grad_clip = option_double("grad-clip", s("grad-clip"));
-  o.ema_rates = option_double_list("ema-rates", s("ema-rates"));
+  o.ema_rates = s("ema-rates") == "none" ? std::vector<double>{} : option_double_list("ema-rates", s("ema-rates"));
   o.max_nonfinite = option_int("max-nonfinite", s("max-nonfinite"));
   o.seed = static_cast<uint64_t>(option_int("seed", s("seed")));
   o.bucket_mb = option_int("bucket-mb", s("bucket-mb"));
@@ -189,64 +137,43 @@ TrainConfig config_from_vm(const po::variables_map& vm) {
 
 }  // namespace
 
-std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
-  po::options_description general("general");
-  general.add_options()("help,h", "show this help")(
-      "config", po::value<std::string>(), "INI file; its [sections] mirror the groups below");
-  std::map<std::string, po::options_description> groups;
-  for (const char* g : kGroups) groups.emplace(g, po::options_description(g));
-  for (const auto& o : kOptions)
-    groups.at(o.group).add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
-  po::options_description all("diffusion-train [--config FILE.ini] [--key value ...]");
-  all.add(general);
-  for (const char* g : kGroups) all.add(groups.at(g));
+const std::vector<OptionSpec>& train_option_specs() { return train_table().specs; }
 
-  po::variables_map vm;
-  try {
-    po::store(po::parse_command_line(argc, argv, all), vm);
-  } catch (const po::error& e) {
-    throw Error(fmt::format("command line: {}", e.what()));
-  }
-  if (vm.count("help")) {
-    std::cout << all << "\n";
-    return std::nullopt;
-  }
-  std::string config_file;
-  if (vm.count("config")) {
-    config_file = vm["config"].as<std::string>();
-    std::ifstream in(config_file);
-    if (!in) throw Error(fmt::format("{}: cannot open the config file", config_file));
-    store_ini(in, config_file, vm);
-  }
-  po::notify(vm);
-  auto config = config_from_vm(vm);
-  config.config_file = config_file;
+std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
+  const auto values = parse_option_table(argc, argv, train_table());
+  if (!values) return std::nullopt;
+  auto config = config_from_values(*values);
+  config.config_file = values->at("config");
   return config;
 }
 
 TrainConfig parse_resolved_config(const std::string& text, const std::string& source) {
-  po::variables_map vm;
-  // Defaults first (as "defaulted" values, which the file's values replace).
-  const auto defaults = defaults_only();
-  const char* no_args[] = {"resolved"};
-  po::store(po::parse_command_line(1, no_args, defaults), vm);
-  std::istringstream in(text);
-  store_ini(in, source, vm, {"derived"});
-  po::notify(vm);
-  auto config = config_from_vm(vm);
+  auto config = config_from_values(parse_ini_text(text, source, train_table(), {"derived", "distilled"}));
   // What the trainer derived from its data, needed to rebuild the model.
+  // A distilled student also records its sampling grid.
   std::istringstream lines(text);
-  bool in_derived = false;
+  std::string section;
   std::vector<int64_t> shape;
   int64_t num_classes = 0;
+  auto& distilled = config.distilled;
   for (std::string line; std::getline(lines, line);) {
-    if (!line.empty() && line[0] == '[') in_derived = line == "[derived]";
+    if (!line.empty() && line[0] == '[') section = line;
     const auto eq = line.find(" = ");
-    if (!in_derived || eq == std::string::npos) continue;
+    if (eq == std::string::npos) continue;
     const auto key = line.substr(0, eq), value = line.substr(eq + 3);
-    if (key == "sample-shape") shape = option_int_list("sample-shape", value);
-    if (key == "num-classes") num_classes = option_int("num-classes", value);
+    if (section == "[derived]") {
+      if (key == "sample-shape") shape = option_int_list("sample-shape", value);
+      if (key == "num-classes") num_classes = option_int("num-classes", value);
+    } else if (section == "[distilled]") {
+      if (key == "sampling-steps") distilled.sampling_steps = option_int(key, value);
+      else if (key == "timesteps") distilled.timesteps = option_int_list(key, value);
+      else if (key == "guidance-scale") distilled.guidance_scale = option_double(key, value);
+      else throw Error(fmt::format("{}: unknown key '{}' in section [distilled]", source, key));
+    }
   }
+  if (distilled.sampling_steps != static_cast<int64_t>(distilled.timesteps.size()))
+    throw Error(fmt::format("{}: [distilled] sampling-steps = {} but {} timesteps are listed", source,
+                            distilled.sampling_steps, distilled.timesteps.size()));
   if (shape.empty()) throw Error(fmt::format("{}: no [derived] sample-shape: not a config written by diffusion-train", source));
   apply_data_shape(config, shape, num_classes);
   config.resolved_text = text;

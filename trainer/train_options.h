@@ -4,6 +4,7 @@
 #include <optional>
 #include <string>
 
+#include "core/option_values.h"
 #include "trainer/train_config.h"
 
 namespace diffusion {
@@ -12,6 +13,10 @@ namespace diffusion {
 // into a TrainConfig. Returns nullopt after printing --help. Throws diffusion::Error for an
 // unknown key, a malformed value or a key in the wrong INI section.
 std::optional<TrainConfig> parse_train_options(int argc, char** argv);
+
+// The trainer's option table (group, key, default, help), for programs that pass trainer
+// options through (the distiller's students).
+const std::vector<OptionSpec>& train_option_specs();
 
 // Reads back the resolved config a run saved (RUN/config.ini, a checkpoint manifest's
 // config_text), including its [derived] data shape, so the model can be rebuilt exactly.

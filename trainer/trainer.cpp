@@ -47,7 +47,7 @@ std::string model_identity(const std::string& resolved_text) {
   bool keep = false;
   std::istringstream in(resolved_text);
   for (std::string line; std::getline(in, line);) {
-    if (!line.empty() && line[0] == '[') keep = line == "[model]" || line == "[diffusion]";
+    if (!line.empty() && line[0] == '[') keep = line == "[model]" || line == "[diffusion]" || line == "[distilled]";
     if (keep && !line.empty()) out += line + "\n";
   }
   return out;
@@ -209,8 +209,9 @@ void install_stop_signal_handlers() {
   std::signal(SIGUSR1, on_stop_signal);
 }
 
-Trainer::Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator)
-    : config_(std::move(config)), comm_(comm), communicator_(communicator) {}
+Trainer::Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator,
+                 TrainingObjective* objective)
+    : config_(std::move(config)), comm_(comm), communicator_(communicator), objective_(objective) {}
 
 TrainResult Trainer::run() {
   const int rank = communicator_.rank();
@@ -241,8 +242,16 @@ TrainResult Trainer::run() {
                                  fmt::join(sample_shape, ","), num_classes, world);
 
   // --- model, optimiser, EMA ------------------------------------------------------------------
+  std::unique_ptr<TrainingObjective> denoising;
+  if (!objective_) {
+    denoising = std::make_unique<DenoisingObjective>(
+        NoiseSchedule::from_config(c.diffusion.schedule),
+        LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight});
+  }
+  TrainingObjective& objective = objective_ ? *objective_ : *denoising;
   torch::manual_seed(c.optim.seed);
   auto model = make_denoiser(c.model);
+  objective.initialize(*model);
   auto params = named_parameters(*model);
   {
     // Every rank starts from rank 0's weights, whatever its own initialisation did.
@@ -320,8 +329,6 @@ TrainResult Trainer::run() {
   bucket_config.bucket_bytes = c.optim.bucket_mb << 20;
   GradBucketer bucketer(communicator_, params.tensors, bucket_config);
 
-  const auto schedule = NoiseSchedule::from_config(c.diffusion.schedule);
-  const LossConfig loss_config{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight};
   const int64_t local_batch = c.optim.batch_size / world;
   const int64_t micro = c.optim.micro_batch > 0 ? c.optim.micro_batch : local_batch;
   const int64_t T = c.diffusion.schedule.timesteps;
@@ -338,23 +345,22 @@ TrainResult Trainer::run() {
     torch::manual_seed(stream_key(c.optim.seed, RngPurpose::kDropout,
                                   {static_cast<uint64_t>(n.step), static_cast<uint64_t>(rank)}));
     ShardBatch batch = reader.next();
-    const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, sample_shape, T,
-                                           c.diffusion.p_uncond);
+    const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, sample_shape,
+                                           objective.timestep_draws(), c.diffusion.p_uncond);
     optimizer.zero_grad();
     double loss_sum = 0;
     std::array<double, 8> quarter{};  // loss sums and counts per quarter of the t range
     for (int64_t begin = 0; begin < local_batch; begin += micro) {
       const int64_t end = begin + micro;
       const auto x0 = batch.x.slice(0, begin, end);  // [m, …]
-      const auto t = draws.t.slice(0, begin, end);
+      const auto draw = draws.t.slice(0, begin, end);
       const auto eps = draws.eps.slice(0, begin, end);
       at::Tensor y;
       if (num_classes > 0)
         y = torch::where(draws.drop_label.slice(0, begin, end), torch::full_like(batch.labels.slice(0, begin, end), num_classes),
                          batch.labels.slice(0, begin, end));
-      const auto xt = q_sample(schedule, x0, t, eps);
-      const auto out = model->forward(xt, t, y);
-      const auto terms = training_losses(schedule, loss_config, out, x0, xt, t, eps);  // [m]
+      const auto terms = objective.losses(*model, x0, y, draw, eps);  // [m]
+      const auto& t = terms.t;
       // Each rank minimises its local mean; the bucketer averages over ranks.
       if (end >= local_batch) bucketer.prepare_for_backward();
       (terms.loss.sum() / static_cast<double>(local_batch)).backward();

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/communicator.h"
+#include "trainer/objective.h"
 #include "trainer/train_config.h"
 
 namespace diffusion {
@@ -25,14 +26,17 @@ struct TrainResult {
 class Trainer {
  public:
   // `comm` carries control traffic and checkpoints; `communicator` reduces gradients. Both
-  // span the same ranks.
-  Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator);
+  // span the same ranks. `objective` (not owned) replaces the denoising objective, e.g. with
+  // a distillation student's.
+  Trainer(TrainConfig config, MPI_Comm comm, Communicator& communicator,
+          TrainingObjective* objective = nullptr);
   TrainResult run();
 
  private:
   TrainConfig config_;
   MPI_Comm comm_;
   Communicator& communicator_;
+  TrainingObjective* objective_;
 };
 
 // Asks every Trainer in this process to checkpoint and stop after the current step (what the

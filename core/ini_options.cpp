@@ -1,0 +1,119 @@
+// Boost.Program_options over an OptionTable (see ini_options.h): one options_description per
+// group with its defaults shown in --help, INI sections mirroring the groups.
+#include "core/ini_options.h"
+
+#include <fmt/format.h>
+
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace diffusion {
+namespace po = boost::program_options;
+namespace {
+
+// INI text ("section.key" in Boost's terms) stored into `vm` under the flat command-line
+// names; unknown keys and keys in another group's section are refused. Values already in `vm`
+// (the command line) win.
+void store_ini(std::istream& in, const std::string& source, const OptionTable& table, po::variables_map& vm,
+               const std::set<std::string>& ignored) {
+  std::map<std::string, std::string> group_of;
+  po::options_description ini_options, flat;
+  for (const auto& o : table.specs) {
+    group_of[o.key] = o.group;
+    ini_options.add_options()(fmt::format("{}.{}", o.group, o.key).c_str(), po::value<std::string>());
+    flat.add_options()(o.key, po::value<std::string>());
+  }
+  po::parsed_options parsed(&ini_options);
+  try {
+    parsed = po::parse_config_file(in, ini_options, /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("{}: {}", source, e.what()));
+  }
+  std::vector<po::option> kept;
+  for (auto opt : parsed.options) {
+    const auto dot = opt.string_key.find('.');
+    const std::string section = dot == std::string::npos ? "" : opt.string_key.substr(0, dot);
+    const std::string key = dot == std::string::npos ? opt.string_key : opt.string_key.substr(dot + 1);
+    if (ignored.count(section)) continue;
+    const auto it = group_of.find(key);
+    if (it == group_of.end())
+      throw Error(fmt::format("{}: unknown key '{}' in section [{}]", source, key, section));
+    if (it->second != section)
+      throw Error(fmt::format("{}: key '{}' belongs in section [{}], found in [{}]", source, key,
+                              it->second, section));
+    opt.string_key = key;
+    opt.unregistered = false;
+    kept.push_back(opt);
+  }
+  parsed.options = kept;
+  parsed.description = &flat;
+  try {
+    po::store(parsed, vm);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("{}: {}", source, e.what()));
+  }
+}
+
+OptionValues values_of(const po::variables_map& vm, const OptionTable& table) {
+  OptionValues out;
+  for (const auto& o : table.specs) out[o.key] = vm[o.key].as<std::string>();
+  return out;
+}
+
+}  // namespace
+
+std::optional<OptionValues> parse_option_table(int argc, char** argv, const OptionTable& table) {
+  po::options_description general("general");
+  general.add_options()("help,h", "show this help");
+  if (table.config_file)
+    general.add_options()("config", po::value<std::string>(), "INI file; its [sections] mirror the groups below");
+  po::options_description all(table.usage);
+  all.add(general);
+  for (const auto& g : table.groups) {
+    po::options_description group(g);
+    for (const auto& o : table.specs)
+      if (g == o.group) group.add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
+    all.add(group);
+  }
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, all), vm);
+  } catch (const po::error& e) {
+    throw Error(fmt::format("command line: {} (see --help)", e.what()));
+  }
+  if (vm.count("help")) {
+    std::cout << all << "\n";
+    return std::nullopt;
+  }
+  std::string config_file;
+  if (vm.count("config")) {
+    config_file = vm["config"].as<std::string>();
+    std::ifstream in(config_file);
+    if (!in) throw Error(fmt::format("{}: cannot open the config file", config_file));
+    store_ini(in, config_file, table, vm, {});
+  }
+  po::notify(vm);
+  auto out = values_of(vm, table);
+  out["config"] = config_file;
+  return out;
+}
+
+OptionValues parse_ini_text(const std::string& text, const std::string& source, const OptionTable& table,
+                            const std::set<std::string>& ignored) {
+  po::options_description defaults;
+  for (const auto& o : table.specs)
+    defaults.add_options()(o.key, po::value<std::string>()->default_value(o.default_value));
+  po::variables_map vm;
+  const char* no_args[] = {"resolved"};
+  po::store(po::parse_command_line(1, no_args, defaults), vm);  // defaults, which the text replaces
+  std::istringstream in(text);
+  store_ini(in, source, table, vm, ignored);
+  po::notify(vm);
+  return values_of(vm, table);
+}
+
+}  // namespace diffusion

@@ -1,0 +1,31 @@
+// What diffusion-distill was asked to do, as a plain struct (filled by distill_options.cpp,
+// the only Boost file of the distiller).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/diffusion_config.h"
+#include "trainer/config_text.h"
+
+namespace diffusion {
+
+struct DistillConfig {
+  std::string config_file;  // --config, if any
+  std::string teacher;      // --teacher: run folder (its latest) or step folder
+  std::string teacher_ema;  // EMA rate of the teacher's weights; "" = the slowest, "none" = raw
+  std::string out;          // --out DIR: one run folder per round, DIR/steps-N
+  int64_t start_steps = 256;   // the teacher's sampling steps in the first round
+  int64_t target_steps = 4;    // the last student's steps
+  int64_t steps_per_round = 2000;  // optimiser steps of each round
+  Prediction student_prediction = Prediction::kV;
+  double guidance_scale = 1.0;  // class-conditional teachers: targets from the guided teacher
+  // The trainer options of every student ([data], [optimiser], [checkpoint], [logging]), laid
+  // over the teacher's [model] and [diffusion] sections.
+  std::vector<IniSetting> student_settings;
+  std::string data;          // the [data] data path, also in student_settings
+  std::string resolved_text;  // every option with its value, INI-style; printed and saved
+};
+
+}  // namespace diffusion

@@ -1,0 +1,79 @@
+// The distillation objective (see distillation_objective.h).
+#include "distiller/distillation_objective.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <map>
+
+#include "core/distillation.h"
+#include "core/error.h"
+#include "core/gaussian_diffusion.h"
+#include "core/samplers.h"
+
+namespace diffusion {
+
+DistillationObjective::DistillationObjective(NoiseSchedule schedule, std::shared_ptr<DenoiserImpl> teacher,
+                                             DistillationSettings settings)
+    : schedule_(std::move(schedule)), teacher_(std::move(teacher)), settings_(settings) {
+  grid_ = torch::tensor(distillation_grid(schedule_.num_steps(), settings_.student_steps), torch::kLong);
+  teacher_->eval();
+  for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
+}
+
+void DistillationObjective::initialize(DenoiserImpl& student) {
+  std::map<std::string, at::Tensor> from;
+  for (const auto& item : teacher_->named_parameters()) from.emplace(item.key(), item.value());
+  torch::NoGradGuard no_grad;
+  for (auto& item : student.named_parameters()) {
+    const auto it = from.find(item.key());
+    if (it == from.end() || it->second.sizes() != item.value().sizes())
+      throw Error(fmt::format("distillation: the student's parameter '{}' has no match in the teacher", item.key()));
+    item.value().copy_(it->second);
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> DistillationObjective::teacher_denoise(const at::Tensor& z, const at::Tensor& t,
+                                                                         const at::Tensor& y) const {
+  const bool guide = settings_.guidance_scale != 1.0 && y.defined();
+  at::Tensor out;
+  if (guide) {
+    // Both halves in one batch: conditional, then the null label.
+    const auto out2 = teacher_->forward(torch::cat({z, z}), torch::cat({t, t}),
+                                        torch::cat({y, torch::full_like(y, settings_.num_classes)}));
+    const auto halves = out2.chunk(2, 0);
+    out = guided(halves[1], halves[0], settings_.guidance_scale);
+  } else {
+    out = teacher_->forward(z, t, y);
+  }
+  out = out.narrow(1, 0, settings_.channels);  // the mean channels of a learned-variance output
+  const auto d = interpret_output(schedule_, settings_.teacher_prediction, z, t, out, settings_.clip_x0);
+  return {d.x0, d.eps};
+}
+
+ObjectiveLosses DistillationObjective::losses(DenoiserImpl& student, const at::Tensor& x0, const at::Tensor& y,
+                                              const at::Tensor& draw, const at::Tensor& eps) {
+  const auto k2 = (draw + 1) * 2;  // 2k, k = 1 … N
+  const auto t = grid_.index({k2});          // [m]
+  const auto t_mid = grid_.index({k2 - 1});  // t' (>= 0: 2N <= T)
+  const auto t_end = grid_.index({k2 - 2});  // t'' (-1 for k = 1: clean data)
+  const auto ab_t = alpha_bar_at(schedule_, t);
+  const auto ab_end = alpha_bar_at(schedule_, t_end);
+  const auto z_t = q_sample(schedule_, x0, t, eps);  // [m, …]
+
+  at::Tensor target;
+  {
+    torch::NoGradGuard no_grad;
+    const auto [x0_a, eps_a] = teacher_denoise(z_t, t, y);
+    const auto z_mid = ddim_deterministic(alpha_bar_at(schedule_, t_mid), x0_a, eps_a);
+    const auto [x0_b, eps_b] = teacher_denoise(z_mid, t_mid, y);
+    const auto z_end = ddim_deterministic(ab_end, x0_b, eps_b);
+    target = distillation_target(z_t, z_end, ab_t, ab_end);
+  }
+  const auto out = student.forward(z_t, t, y).narrow(1, 0, settings_.channels);
+  const auto x0_hat = interpret_output(schedule_, settings_.student_prediction, z_t, t, out, false).x0;
+  const auto loss = truncated_snr_weight(ab_t) * mean_over_nonbatch((x0_hat - target).square());
+  return {loss, t};
+}
+
+}  // namespace diffusion

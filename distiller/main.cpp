@@ -1,0 +1,23 @@
+// diffusion-distill: parse options, build the communicator, run the distillation rounds. Any
+// exception on any rank is logged with the rank and takes the whole job down (MPI_Abort).
+#include <exception>
+
+#include "core/mpi_communicator.h"
+#include "core/mpi_session.h"
+#include "distiller/distill_options.h"
+#include "distiller/distiller.h"
+#include "trainer/trainer.h"
+
+int main(int argc, char** argv) {
+  diffusion::MpiSession mpi(&argc, &argv);
+  try {
+    const auto config = diffusion::parse_distill_options(argc, argv);
+    if (!config) return 0;
+    diffusion::install_stop_signal_handlers();
+    diffusion::MpiCommunicator communicator(MPI_COMM_WORLD);
+    diffusion::run_distillation(*config, MPI_COMM_WORLD, communicator);
+  } catch (const std::exception& e) {
+    diffusion::abort_job(e.what());
+  }
+  return 0;
+}

@@ -1,0 +1,19 @@
+// The plain denoising objective (see objective.h).
+#include "trainer/objective.h"
+
+#include "core/denoiser.h"
+#include "core/gaussian_diffusion.h"
+
+namespace diffusion {
+
+DenoisingObjective::DenoisingObjective(NoiseSchedule schedule, LossConfig config)
+    : schedule_(std::move(schedule)), config_(config) {}
+
+ObjectiveLosses DenoisingObjective::losses(DenoiserImpl& model, const at::Tensor& x0, const at::Tensor& y,
+                                           const at::Tensor& draw, const at::Tensor& eps) {
+  const auto xt = q_sample(schedule_, x0, draw, eps);
+  const auto out = model.forward(xt, draw, y);
+  return {training_losses(schedule_, config_, out, x0, xt, draw, eps).loss, draw};
+}
+
+}  // namespace diffusion

@@ -1,0 +1,51 @@
+// What the trainer minimises, behind one small interface, so the same data-parallel loop
+// (global batch, keyed draws, gradient buckets, checkpoints, resume) trains a plain denoiser
+// and a progressive-distillation student. The trainer owns the data and the random draws; an
+// objective turns one micro-batch of them into per-sample losses.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "core/losses.h"
+#include "core/schedule.h"
+
+namespace diffusion {
+
+class DenoiserImpl;
+
+struct ObjectiveLosses {
+  at::Tensor loss;  // [m], what is minimised (the rank minimises its local mean)
+  at::Tensor t;     // int64 [m], the timesteps the losses were taken at (for the t-quarter stats)
+};
+
+class TrainingObjective {
+ public:
+  virtual ~TrainingObjective() = default;
+  // The trainer draws a timestep index uniformly from 0 … timestep_draws() - 1 per sample.
+  virtual int64_t timestep_draws() const = 0;
+  // Called once on the freshly built model before rank 0's weights are broadcast (a resumed
+  // checkpoint overwrites them afterwards).
+  virtual void initialize(DenoiserImpl& /*model*/) {}
+  // x0 [m, …] data, y int64 [m] labels (null label where dropped) or undefined, draw int64 [m]
+  // timestep indices, eps [m, …] keyed noise.
+  virtual ObjectiveLosses losses(DenoiserImpl& model, const at::Tensor& x0, const at::Tensor& y,
+                                 const at::Tensor& draw, const at::Tensor& eps) = 0;
+};
+
+// The denoising objective of MATH.md "Forward process and training": t = draw uniform over the
+// T timesteps, x_t = q_sample(x0, t, ε), MSE on the prediction's target (L_simple) or L_hybrid.
+class DenoisingObjective : public TrainingObjective {
+ public:
+  DenoisingObjective(NoiseSchedule schedule, LossConfig config);
+  int64_t timestep_draws() const override { return schedule_.num_steps(); }
+  ObjectiveLosses losses(DenoiserImpl& model, const at::Tensor& x0, const at::Tensor& y,
+                         const at::Tensor& draw, const at::Tensor& eps) override;
+
+ private:
+  NoiseSchedule schedule_;
+  LossConfig config_;
+};
+
+}  // namespace diffusion
