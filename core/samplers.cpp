@@ -125,4 +125,38 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
   return x;
 }
 
+at::Tensor Sampler::invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const {
+  if (config_.kind != SamplerKind::kDdim || config_.eta != 0.0)
+    throw Error("DDIM inversion needs the DDIM sampler with eta = 0");
+  const std::vector<int64_t> up(timesteps_.rbegin(), timesteps_.rend());  // ascending
+  const int64_t B = x0.size(0), C = x0.size(1);
+  torch::NoGradGuard no_grad;
+  at::Tensor x = x0.to(torch::kFloat32).clone();
+  double ab = 1.0;  // x is clean data
+  for (size_t k = 0; k < up.size(); ++k) {
+    const int64_t t_eval = up[k == 0 ? 0 : k - 1];
+    auto out = model_output(model, x, t_eval, labels);
+    if (out.size(1) == 2 * C) out = out.slice(1, 0, C);
+    const auto t = torch::full({B}, t_eval, torch::kLong);
+    const auto eps = interpret_output(training_, config_.prediction, x, t, out, /*clip_x0=*/false).eps;
+    // x̂_0 from ε̂ at x's own noise level ᾱ (not t_eval's), then the η = 0 update upwards.
+    const auto x0_hat = (x - std::sqrt(1.0 - ab) * eps) / std::sqrt(ab);
+    const double ab_next = training_.alpha_bar(up[k]);
+    x = ddim_step(ab, ab_next, x0_hat, eps, 0.0, at::Tensor());
+    ab = ab_next;
+  }
+  return x;
+}
+
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda) {
+  const auto a64 = a.to(torch::kFloat64).flatten(1), b64 = b.to(torch::kFloat64).flatten(1);  // [B, n]
+  const auto cos = ((a64 * b64).sum(1) / (a64.norm(2, 1) * b64.norm(2, 1))).clamp(-1.0, 1.0);
+  const auto theta = cos.acos().unsqueeze(1);  // [B, 1]
+  const auto small = theta < 1e-6;
+  const auto sin = theta.sin();
+  const auto wa = torch::where(small, torch::full_like(theta, 1.0 - lambda), ((1.0 - lambda) * theta).sin() / sin);
+  const auto wb = torch::where(small, torch::full_like(theta, lambda), (lambda * theta).sin() / sin);
+  return (wa * a64 + wb * b64).reshape(a.sizes()).to(a.scalar_type());
+}
+
 }  // namespace diffusion

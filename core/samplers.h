@@ -49,6 +49,11 @@ at::Tensor ddim_step(double alpha_bar_t, double alpha_bar_next, const at::Tensor
 // ε̃ = ε(∅) + s (ε(y) - ε(∅)), on any output (also v or x0 predictions, which are linear in ε).
 at::Tensor guided(const at::Tensor& unconditional, const at::Tensor& conditional, double scale);
 
+// Spherical interpolation of each row pair (MATH.md "Latent interpolation"): a, b [B, ...],
+// λ in [0, 1]; sin((1-λ)θ)/sin θ · a + sin(λθ)/sin θ · b with θ the angle between the
+// flattened rows, computed in float64; linear where θ is below 1e-6.
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda);
+
 // The network as the sampler sees it: x_t, original timesteps τ (int64 [B]), labels (int64
 // [B] or undefined) → output.
 using DenoiseFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
@@ -64,6 +69,12 @@ class Sampler {
   at::Tensor sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
                     const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
                     const at::Tensor& x_T = {}) const;
+
+  // DDIM inversion (MATH.md "Samplers": η = 0 forward in time): from data x_0 (ᾱ = 1) up
+  // through the visited timesteps in ascending order, each step using ε̂ at (x_t, t); the first
+  // step, from ᾱ = 1 where the network is not defined, uses ε̂ at the smallest visited
+  // timestep. No clipping. Returns x_T at the largest visited timestep, which sample() decodes.
+  at::Tensor invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const;
 
   // The timesteps visited, in order (descending original τ).
   const std::vector<int64_t>& timesteps() const { return timesteps_; }

@@ -1,17 +1,21 @@
 // The sampling job (see generation.h). Order of work, and why:
-//   1. every rank reads and checks the checkpoint and the settings: bad input fails before
-//      anything is written;
-//   2. rank 0 owns DIR/manifest.json: it refuses a folder holding another command's output
-//      and records this command's settings before any shard exists; the other ranks wait for
-//      its decision (broadcast), so no shard is written into a refused folder;
+//   1. every rank reads and checks the model, the input files and the settings: bad input
+//      fails before anything is written;
+//   2. rank 0 of the job (of each array task) owns DIR/manifest.json under DIR/.lock: it
+//      refuses a folder holding another command's output and records this command's settings
+//      and its task's shards before any shard exists; the other ranks wait for its decision
+//      (broadcast), so no shard is written into a refused folder;
 //   3. each rank continues its shard from the rows it records as complete;
-//   4. after a barrier rank 0 checks every shard's record, writes samples.h5 (the virtual
-//      dataset), grid.png, and marks the manifest complete.
+//   4. after a barrier rank 0 checks its task's shards and marks the task complete; the task
+//      that completes the set writes samples.h5 (the virtual dataset over every task's
+//      shards), grid.png, and marks the manifest complete.
 #include "sampler/generation.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,18 +26,18 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 
-#include "core/checkpoint.h"
-#include "core/denoiser.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/mpi_session.h"
 #include "core/samplers.h"
 #include "core/schedule.h"
+#include "datasets/dataset_file.h"
+#include "sampler/latents_file.h"
 #include "sampler/sample_shard.h"
-#include "trainer/train_options.h"
+#include "sampler/sampling_model.h"
 
 namespace diffusion {
 namespace fs = std::filesystem;
@@ -42,6 +46,7 @@ namespace {
 
 constexpr const char* kManifestName = "manifest.json";
 constexpr const char* kSamplesName = "samples.h5";
+constexpr const char* kLockName = ".lock";
 constexpr int64_t kGridMax = 64;
 // LibTorch's CPU GEMM takes another code path, with other rounding, for fewer than 4 rows; a
 // forward pass on fewer rows than this is padded, so a sample's arithmetic does not depend on
@@ -49,89 +54,45 @@ constexpr int64_t kGridMax = 64;
 // across W and --batch-size.
 constexpr int64_t kMinForwardRows = 16;
 
-struct LoadedModel {
-  std::string checkpoint_dir;
-  int64_t step = 0;
-  std::string ema;  // rate as stored in the tensor names, or "none"
-  TrainConfig train;
-  std::shared_ptr<DenoiserImpl> net;
-};
-
-// The EMA rates a checkpoint holds, as written in its tensor names ("ema_0.999/...").
-std::vector<std::string> ema_rates_in(const CheckpointState& state) {
-  std::vector<std::string> rates;
-  for (const auto& [name, tensor] : state.tensors) {
-    if (name.rfind("ema_", 0) != 0) continue;
-    const auto rate = name.substr(4, name.find('/') - 4);
-    if (std::find(rates.begin(), rates.end(), rate) == rates.end()) rates.push_back(rate);
-  }
-  return rates;
-}
-
-std::string choose_ema(const std::string& requested, const std::vector<std::string>& rates,
-                       const std::string& dir) {
-  if (requested == "none") return "none";
-  if (rates.empty()) {
-    if (requested.empty()) return "none";  // a run trained without EMA: its raw weights
-    throw Error(fmt::format("option --ema {}: checkpoint {} holds no EMA weights (use --ema none)", requested, dir));
-  }
-  if (requested.empty())
-    return *std::max_element(rates.begin(), rates.end(),
-                             [](const auto& a, const auto& b) { return std::stod(a) < std::stod(b); });
-  for (const auto& r : rates)
-    if (std::abs(std::stod(r) - std::stod(requested)) < 1e-12) return r;
-  throw Error(fmt::format("option --ema {}: checkpoint {} holds EMA rates {} (or use none)", requested, dir,
-                          fmt::join(rates, ", ")));
-}
-
-LoadedModel load_model(const SampleConfig& c) {
-  std::error_code ec;
-  if (!fs::is_directory(c.checkpoint, ec))
-    throw Error(fmt::format("option --checkpoint: {} is not a folder", c.checkpoint));
-  const auto found = find_checkpoint(c.checkpoint);
-  if (!found)
-    throw Error(fmt::format("option --checkpoint: {} holds no complete checkpoint (no valid {})", c.checkpoint,
-                            kManifestName));
-  LoadedCheckpoint ckpt = read_checkpoint(*found);
-  LoadedModel m;
-  m.checkpoint_dir = fs::absolute(ckpt.dir).lexically_normal().string();
-  m.step = ckpt.step;
-  m.train = parse_resolved_config(ckpt.config_text, ckpt.dir + "/" + kManifestName);
-  m.ema = choose_ema(c.ema, ema_rates_in(ckpt.state), ckpt.dir);
-  const std::string prefix = m.ema == "none" ? "model/" : "ema_" + m.ema + "/";
-
-  std::map<std::string, at::Tensor> tensors;
-  for (auto& [name, tensor] : ckpt.state.tensors) tensors.emplace(name, tensor);
-  m.net = make_denoiser(m.train.model);
-  torch::NoGradGuard no_grad;
-  for (auto& item : m.net->named_parameters()) {
-    const auto it = tensors.find(prefix + item.key());
-    if (it == tensors.end())
-      throw Error(fmt::format("{}: no tensor '{}{}' for the model its config describes", ckpt.dir, prefix, item.key()));
-    if (it->second.sizes() != item.value().sizes())
-      throw Error(fmt::format("{}: tensor '{}' has shape [{}], the model needs [{}]", ckpt.dir, it->first,
-                              fmt::join(it->second.sizes(), ", "), fmt::join(item.value().sizes(), ", ")));
-    item.value().copy_(it->second);
-  }
-  m.net->eval();
-  return m;
-}
+// Where output row i comes from.
+enum class Source { kNoise, kLatents, kInterpolate, kInvert };
 
 // Everything that decides the samples, with the model-dependent defaults resolved. Compared
-// against the manifest on a re-run: batch size and threads are left out because they do not
-// change any sample.
+// against the manifest on a re-run: batch size, threads, W and the array task index are left
+// out because they do not change any sample.
 struct Resolved {
   SamplerConfig sampler;
+  Source source = Source::kNoise;
+  int64_t num_samples = 0;
   bool images = false;
   json settings;
 };
 
-Resolved resolve(const SampleConfig& c, const LoadedModel& m, int world_size) {
-  const auto& t = m.train;
-  const int64_t T = t.diffusion.schedule.timesteps;
-  const int64_t C = t.num_classes;
+Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_rows, int rank) {
+  const int64_t T = m.schedule.timesteps;
+  const int64_t C = m.num_classes;
   Resolved r;
-  r.images = t.sample_shape.size() == 3;
+  r.images = m.sample_shape.size() == 3;
+  r.source = !c.invert.empty() ? Source::kInvert
+             : c.interpolate > 0 ? Source::kInterpolate
+             : !c.latents.empty() ? Source::kLatents
+                                  : Source::kNoise;
+  r.num_samples = c.num_samples;
+  if (r.source != Source::kNoise) {
+    const std::string& file = r.source == Source::kInvert ? c.invert : c.latents;
+    const char* option = r.source == Source::kInvert ? "invert" : "latents";
+    int64_t n = input_rows;
+    if (r.source == Source::kInterpolate) {
+      if (input_rows % 2 != 0)
+        throw Error(fmt::format("option --interpolate: {} holds {} latents; interpolation needs pairs (an even count)",
+                                file, input_rows));
+      n = input_rows / 2 * c.interpolate;
+    }
+    if (c.num_samples != 0 && c.num_samples != n)
+      throw Error(fmt::format("option --num-samples {}: --{} {} defines {} outputs (leave --num-samples out)",
+                              c.num_samples, option, file, n));
+    r.num_samples = n;
+  }
   auto& s = r.sampler;
   s.kind = parse_sampler_kind(c.sampler);
   s.steps = c.steps.value_or(s.kind == SamplerKind::kDdpm ? T : std::min<int64_t>(50, T));
@@ -139,11 +100,10 @@ Resolved resolve(const SampleConfig& c, const LoadedModel& m, int world_size) {
     throw Error(fmt::format("option --steps: {} exceeds the model's T = {} timesteps", s.steps, T));
   s.spacing = c.spacing;
   s.eta = c.eta;
-  s.variance = c.variance.value_or(t.diffusion.learned_variance ? VarianceKind::kLearnedRange
-                                                                : VarianceKind::kFixedLarge);
-  if (s.variance == VarianceKind::kLearnedRange && !t.diffusion.learned_variance)
+  s.variance = c.variance.value_or(m.learned_variance ? VarianceKind::kLearnedRange : VarianceKind::kFixedLarge);
+  if (s.variance == VarianceKind::kLearnedRange && !m.learned_variance)
     throw Error("option --variance learned: this model did not learn its variance (use fixed-large or fixed-small)");
-  s.prediction = t.diffusion.prediction;
+  s.prediction = m.prediction;
   s.clip_x0 = c.clip_x0.value_or(r.images);
   s.guidance_scale = c.guidance_scale;
   s.num_classes = C;
@@ -156,10 +116,13 @@ Resolved resolve(const SampleConfig& c, const LoadedModel& m, int world_size) {
   if (c.class_label && *c.class_label >= C)
     throw Error(fmt::format("option --class {}: out of range, the model has {} classes (0 … {})", *c.class_label, C,
                             C - 1));
-  r.settings = {{"checkpoint", m.checkpoint_dir},
-                {"step", m.step},
-                {"ema", m.ema},
-                {"num_samples", c.num_samples},
+  r.settings = {{"model", m.identity},
+                {"sample_shape", m.sample_shape},
+                {"schedule", to_string(m.schedule.kind)},
+                {"timesteps", T},
+                {"prediction", to_string(m.prediction)},
+                {"num_classes", C},
+                {"num_samples", r.num_samples},
                 {"seed", c.seed},
                 {"sampler", c.sampler},
                 {"steps", s.steps},
@@ -170,7 +133,16 @@ Resolved resolve(const SampleConfig& c, const LoadedModel& m, int world_size) {
                 {"guidance_scale", s.guidance_scale},
                 {"class", c.class_label ? json(*c.class_label) : json(C > 0 ? "spread" : "none")},
                 {"save_float", c.save_float},
-                {"world_size", world_size}};
+                {"array_tasks", c.array_tasks}};
+  // Input files by path and content (CRC32, rank 0 only: only its copy is compared).
+  const auto file_id = [&](const std::string& path) {
+    json id = {{"path", fs::absolute(path).lexically_normal().string()}};
+    if (rank == 0) id["crc32"] = fmt::format("{:08x}", file_crc32(path).first);
+    return id;
+  };
+  if (r.source == Source::kInvert) r.settings["invert"] = file_id(c.invert);
+  if (r.source == Source::kLatents || r.source == Source::kInterpolate) r.settings["latents"] = file_id(c.latents);
+  if (r.source == Source::kInterpolate) r.settings["interpolate"] = c.interpolate;
   return r;
 }
 
@@ -205,33 +177,199 @@ std::string first_difference(const json& old_settings, const json& settings) {
   return "";
 }
 
-// Rank 0's decision at start: 0 = generate (the folder is new or holds this command's
-// unfinished run), 1 = already complete. Throws for a folder that holds anything else.
-int prepare_output(const std::string& out, const json& manifest) {
+// An exclusive flock on DIR/.lock, held while a task's rank 0 reads or rewrites the manifest
+// or samples.h5: array tasks share DIR and may start and finish at the same moment.
+class DirLock {
+ public:
+  explicit DirLock(const std::string& dir) : path_(dir + "/" + kLockName) {
+    fd_ = ::open(path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw Error(fmt::format("{}: cannot open the lock file: {}", path_, std::strerror(errno)));
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd_);
+      throw Error(fmt::format("{}: cannot lock: {}", path_, std::strerror(err)));
+    }
+  }
+  ~DirLock() {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+enum class Start { kGenerate, kTaskComplete, kJobComplete };
+
+// Rank 0's decision at start, under the folder's lock: generate (the folder is new or holds
+// this command's unfinished run), or this task / the whole job is already complete. Records
+// this task (its W and shards) in the manifest. Throws for a folder that holds anything else,
+// and for a task resumed with another W (its shards split the block differently).
+Start prepare_output(const std::string& out, const json& manifest, const std::string& task_key, const json& task) {
   std::error_code ec;
   const std::string manifest_path = out + "/" + kManifestName;
+  // A foreign folder is refused before anything (even the lock file) is written into it.
+  if (fs::exists(out, ec) && !fs::exists(manifest_path, ec) && !fs::exists(out + "/" + kLockName, ec) &&
+      !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
+    throw Error(fmt::format("option --out: {} exists and is not an output folder of diffusion-sample (no {})", out,
+                            kManifestName));
+  fs::create_directories(out, ec);
+  if (ec) throw Error(fmt::format("option --out: cannot create {}: {}", out, ec.message()));
+  DirLock lock(out);
+  json current = manifest;
   if (fs::exists(manifest_path, ec)) {
-    const json old = read_json(manifest_path);
-    const auto diff = first_difference(old.value("settings", json::object()), manifest["settings"]);
+    current = read_json(manifest_path);
+    const auto diff = first_difference(current.value("settings", json::object()), manifest["settings"]);
     if (!diff.empty())
       throw Error(fmt::format("{}: this folder holds samples of a different command ({}); use a new --out",
                               manifest_path, diff));
-    if (old.value("status", "") == "complete" && fs::exists(out + "/" + kSamplesName, ec)) return 1;
-    return 0;
+    if (current.value("status", "") == "complete" && fs::exists(out + "/" + kSamplesName, ec))
+      return Start::kJobComplete;
+    const auto old = current["tasks"].find(task_key);
+    if (old != current["tasks"].end()) {
+      if ((*old)["world_size"] != task["world_size"])
+        throw Error(fmt::format("{}: task {} was started with {} ranks and is resumed with {}; resume it with {} "
+                                "ranks or use a new --out", manifest_path, task_key, (*old)["world_size"].dump(),
+                                task["world_size"].dump(), (*old)["world_size"].dump()));
+      if ((*old).value("status", "") == "complete") return Start::kTaskComplete;
+    }
   }
-  if (fs::exists(out, ec) && !(fs::is_directory(out, ec) && fs::is_empty(out, ec)))
-    throw Error(fmt::format("option --out: {} exists and is not an output folder of diffusion-sample (no {})", out,
-                            kManifestName));
-  fs::create_directories(out + "/shards", ec);
-  if (ec) throw Error(fmt::format("option --out: cannot create {}/shards: {}", out, ec.message()));
-  write_json_atomic(manifest_path, manifest);
-  return 0;
+  current["tasks"][task_key] = task;
+  fs::create_directories(out + "/" + task["shard_folder"].get<std::string>(), ec);
+  if (ec) throw Error(fmt::format("option --out: cannot create the shard folder in {}: {}", out, ec.message()));
+  write_json_atomic(manifest_path, current);
+  return Start::kGenerate;
 }
 
 std::string format_duration(double seconds) {
   const auto s = static_cast<int64_t>(seconds + 0.5);
   return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
 }
+
+// Shards of task `task` of `tasks` written by `world` ranks: one per rank with samples.
+std::vector<ShardRef> task_shards(const ShardLayout& layout, SampleRange task_range, int task, int tasks,
+                                  int world) {
+  std::vector<ShardRef> shards;
+  for (int k = 0; k < world; ++k) {
+    const auto range = rank_sample_range(task_range.end - task_range.begin, world, k);
+    ShardLayout l = layout;
+    l.first_index = task_range.begin + range.begin;
+    l.rows = range.end - range.begin;
+    if (l.rows > 0) shards.push_back({shard_relative_path(k, world, task, tasks), l});
+  }
+  return shards;
+}
+
+// Rank 0 of a task whose ranks all finished: marks the task complete and, when every task is,
+// writes samples.h5 over all their shards (with grid.png) and marks the job complete. Under
+// the folder's lock, so of two tasks finishing together exactly one sees the other's record.
+void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayout& layout, int64_t num_samples,
+                 const std::string& task_key) {
+  const std::string manifest_path = c.out + "/" + kManifestName;
+  DirLock lock(c.out);
+  json manifest = read_json(manifest_path);
+  manifest["tasks"][task_key]["status"] = "complete";
+  std::vector<ShardRef> all;
+  int complete_tasks = 0;
+  for (const auto& [key, task] : manifest["tasks"].items()) {
+    if (task.value("status", "") != "complete") continue;
+    ++complete_tasks;
+    for (const auto& s : task["shards"]) {
+      ShardLayout l = layout;
+      l.first_index = s["first_index"].get<int64_t>();
+      l.rows = s["rows"].get<int64_t>();
+      all.push_back({s["file"].get<std::string>(), l});
+    }
+  }
+  if (complete_tasks < c.array_tasks) {
+    write_json_atomic(manifest_path, manifest);
+    log0("[sample] task {} of {} complete; {} of {} tasks done, samples.h5 follows with the last", c.array_task,
+         c.array_tasks, complete_tasks, c.array_tasks);
+    return;
+  }
+  std::sort(all.begin(), all.end(),
+            [](const ShardRef& a, const ShardRef& b) { return a.layout.first_index < b.layout.first_index; });
+  for (const auto& s : all) {
+    const int64_t done = shard_rows_complete(c.out + "/" + s.relative_path);
+    if (done != s.layout.rows)
+      throw Error(fmt::format("{}/{}: {} of {} rows complete in a task recorded as complete", c.out, s.relative_path,
+                              done, s.layout.rows));
+  }
+  const std::string samples_path = c.out + "/" + kSamplesName;
+  write_virtual_samples(samples_path, all, m.num_classes, m.class_names);
+  if (layout.images) {
+    const int64_t n = std::min(kGridMax, num_samples);
+    const auto pixels = read_first_images(samples_path, n);
+    write_grid_png(c.out + "/grid.png", pixels.data(), n, layout.row_shape[0], layout.row_shape[1],
+                   layout.row_shape[2]);
+  }
+  manifest["status"] = "complete";
+  write_json_atomic(manifest_path, manifest);
+  log0("[sample] wrote {} ({} samples)", samples_path, num_samples);
+}
+
+// Input rows for --latents/--interpolate (a latents file) or --invert (a dataset file),
+// read a batch at a time on each rank.
+class InputRows {
+ public:
+  InputRows(const SampleConfig& c, const SamplingModel& m) : shape_(m.sample_shape) {
+    if (!c.invert.empty()) {
+      data_ = std::make_unique<DatasetReader>(c.invert);
+      const auto& info = data_->info();
+      const bool image_model = shape_.size() == 3;
+      const std::vector<int64_t> want =
+          image_model ? std::vector<int64_t>{shape_[1], shape_[2], shape_[0]} : shape_;
+      if ((info.kind == DataKind::kImages) != image_model || info.sample_shape != want)
+        throw Error(fmt::format("option --invert: {} holds {}; the model needs {} [N, {}]", c.invert, info.describe(),
+                                image_model ? "images uint8" : "x float32", fmt::join(want, ", ")));
+      rows_ = info.num_samples;
+      data_labels_ = info.has_labels && m.num_classes > 0;
+      if (data_labels_ && info.num_classes > m.num_classes)
+        throw Error(fmt::format("option --invert: {} has {} classes, the model {}", c.invert, info.num_classes,
+                                m.num_classes));
+    } else if (!c.latents.empty()) {
+      latents_ = std::make_unique<LatentsReader>(c.latents, shape_, "latents");
+      rows_ = latents_->rows();
+    }
+  }
+  int64_t rows() const { return rows_; }
+  bool data_labels() const { return data_labels_; }
+
+  // Rows [begin, end) in the model's layout: [n, C, H, W] (images scaled to [-1, 1]) or [n, D].
+  at::Tensor read(int64_t begin, int64_t end) {
+    std::vector<int64_t> shape{end - begin};
+    shape.insert(shape.end(), shape_.begin(), shape_.end());
+    if (latents_) {
+      auto x = torch::empty(shape, torch::kFloat32);
+      latents_->read(begin, end, x.data_ptr<float>());
+      return x;
+    }
+    if (data_->info().kind == DataKind::kImages) {
+      auto u8 = torch::empty({end - begin, shape_[1], shape_[2], shape_[0]}, torch::kUInt8);  // [n, H, W, C]
+      data_->read_images_range(begin, end, u8.data_ptr<uint8_t>());
+      return (u8.to(torch::kFloat32) / 127.5 - 1.0).permute({0, 3, 1, 2}).contiguous();
+    }
+    auto x = torch::empty(shape, torch::kFloat32);
+    data_->read_vectors_range(begin, end, x.data_ptr<float>());
+    return x;
+  }
+  std::vector<int64_t> labels(int64_t begin, int64_t end) {
+    std::vector<int64_t> out(static_cast<size_t>(end - begin));
+    data_->read_labels_range(begin, end, out.data());
+    return out;
+  }
+
+ private:
+  std::vector<int64_t> shape_;
+  std::unique_ptr<LatentsReader> latents_;
+  std::unique_ptr<DatasetReader> data_;
+  int64_t rows_ = 0;
+  bool data_labels_ = false;
+};
 
 }  // namespace
 
@@ -245,105 +383,142 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
   MPI_CHECK(MPI_Comm_size(comm, &world));
   if (c.threads > 0) torch::set_num_threads(c.threads);
 
-  // --- 1. model and settings, checked on every rank before anything is written -------------
-  const LoadedModel m = load_model(c);
-  const Resolved r = resolve(c, m, world);
-  const auto& shape = m.train.sample_shape;  // [C, H, W] or [D]
-  const int64_t num_classes = m.train.num_classes;
+  // --- 1. model, inputs and settings, checked on every rank before anything is written -------
+  const SamplingModel m = c.torchscript.path.empty() ? load_checkpoint_model(c) : load_torchscript_model(c.torchscript);
+  InputRows input(c, m);
+  const Resolved r = resolve(c, m, input.rows(), rank);
+  const int64_t N = r.num_samples;
+  const auto& shape = m.sample_shape;  // [C, H, W] or [D]
+  const int64_t num_classes = m.num_classes;
+  const bool inverting = r.source == Source::kInvert;
   ShardLayout layout;
-  layout.images = r.images && !c.save_float;
-  layout.row_shape = r.images ? std::vector<int64_t>{shape[1], shape[2], shape[0]} : shape;
+  layout.images = r.images && !c.save_float && !inverting;
+  // Latents stay in the model's layout ([C, H, W]) so that --latents reads them back.
+  layout.row_shape = r.images && !inverting ? std::vector<int64_t>{shape[1], shape[2], shape[0]} : shape;
   layout.has_labels = num_classes > 0;
-  std::vector<ShardRef> shards;
-  for (int k = 0; k < world; ++k) {
-    const auto range = rank_sample_range(c.num_samples, world, k);
-    ShardLayout l = layout;
-    l.first_index = range.begin;
-    l.rows = range.end - range.begin;
-    if (l.rows > 0) shards.push_back({shard_relative_path(k, world), l});
-  }
-  json manifest = {{"format", "diffusion-sample/1"},
-                   {"status", "running"},
-                   {"settings", r.settings},
-                   {"model", {{"checkpoint", m.checkpoint_dir}, {"step", m.step}, {"ema", m.ema},
-                              {"kind", m.train.model.kind}}},
-                   {"num_samples", c.num_samples},
-                   {"world_size", world},
-                   {"seed", c.seed},
-                   {"batch_size", c.batch_size},
-                   {"threads", c.threads},
-                   {"sample_shape", shape},
-                   {"num_classes", num_classes},
-                   {"index_split", "contiguous blocks: rank r holds [floor(rN/W), floor((r+1)N/W))"}};
+  const SampleRange task_range = rank_sample_range(N, c.array_tasks, c.array_task);
+  const std::vector<ShardRef> shards = task_shards(layout, task_range, c.array_task, c.array_tasks, world);
+  const std::string task_key = std::to_string(c.array_task);
+  json task = {{"world_size", world},
+               {"batch_size", c.batch_size},
+               {"threads", c.threads},
+               {"status", "running"},
+               {"first_index", task_range.begin},
+               {"rows", task_range.end - task_range.begin},
+               {"shard_folder", fs::path(shard_relative_path(0, world, c.array_task, c.array_tasks)).parent_path().string()},
+               {"shards", json::array()}};
   for (const auto& s : shards)
-    manifest["shards"].push_back({{"file", s.relative_path}, {"first_index", s.layout.first_index},
-                                  {"rows", s.layout.rows}});
+    task["shards"].push_back({{"file", s.relative_path}, {"first_index", s.layout.first_index},
+                              {"rows", s.layout.rows}});
+  const json manifest = {{"format", "diffusion-sample/2"},
+                         {"status", "running"},
+                         {"settings", r.settings},
+                         {"num_samples", N},
+                         {"seed", c.seed},
+                         {"output", inverting ? "latents" : layout.images ? "images" : "x"},
+                         {"index_split", "task K of P holds [floor(KN/P), floor((K+1)N/P)); within it rank r of W "
+                                         "holds the r-th of W contiguous blocks"},
+                         {"tasks", json::object()}};
 
   // --- 2. rank 0 accepts or refuses the output folder; the others wait for its answer --------
   int state = 0;
-  if (rank == 0) state = prepare_output(c.out, manifest);
+  if (rank == 0) state = static_cast<int>(prepare_output(c.out, manifest, task_key, task));
   MPI_CHECK(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
-  if (state == 1) {
-    log0("[sample] {} is already complete ({} samples); nothing to do", c.out, c.num_samples);
+  if (static_cast<Start>(state) == Start::kJobComplete) {
+    log0("[sample] {} is already complete ({} samples); nothing to do", c.out, N);
     return;
   }
-  log0("[sample] {} step {} (ema {}), {} samples on {} ranks, {} with {} steps, seed {}", m.checkpoint_dir, m.step,
-       m.ema, c.num_samples, world, c.sampler, r.sampler.steps, c.seed);
+  const std::string task_text =
+      c.array_tasks > 1 ? fmt::format(", array task {} of {} (samples {} … {})", c.array_task, c.array_tasks,
+                                      task_range.begin, task_range.end - 1)
+                        : "";
+  if (static_cast<Start>(state) == Start::kTaskComplete) {
+    log0("[sample] task {} of {} is already complete", c.array_task, c.array_tasks);
+  } else {
+    log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps, seed {}", m.description, N, world, task_text,
+         c.sampler, r.sampler.steps, c.seed);
 
-  // --- 3. this rank's block, continued from its shard's record -------------------------------
-  const auto range = rank_sample_range(c.num_samples, world, rank);
-  const int64_t rows = range.end - range.begin;
-  if (rows > 0) {
-    ShardLayout mine = layout;
-    mine.first_index = range.begin;
-    mine.rows = rows;
-    SampleShard shard(c.out + "/" + shard_relative_path(rank, world), mine);
-    const int64_t resumed = shard.complete();
-    if (resumed > 0) log_rank("[sample] resuming after {} of {} samples", resumed, rows);
-    const Sampler sampler(NoiseSchedule::from_config(m.train.diffusion.schedule), r.sampler);
-    const DenoiseFn net = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
-      const int64_t B = x.size(0);
-      if (B >= kMinForwardRows) return m.net->forward(x, t, y);
-      // Pad with copies of row 0 (valid inputs), then drop the padding.
-      const auto pad = [&](const at::Tensor& v) {
-        return v.defined() ? torch::cat({v, v.slice(0, 0, 1).repeat_interleave(kMinForwardRows - B, /*dim=*/0)}) : v;
+    // --- 3. this rank's block, continued from its shard's record -------------------------------
+    const auto mine_range = rank_sample_range(task_range.end - task_range.begin, world, rank);
+    const int64_t first = task_range.begin + mine_range.begin;
+    const int64_t rows = mine_range.end - mine_range.begin;
+    const int64_t task_rows = task_range.end - task_range.begin;
+    if (rows > 0) {
+      ShardLayout mine = layout;
+      mine.first_index = first;
+      mine.rows = rows;
+      SampleShard shard(c.out + "/" + shard_relative_path(rank, world, c.array_task, c.array_tasks), mine);
+      const int64_t resumed = shard.complete();
+      if (resumed > 0) log_rank("[sample] resuming after {} of {} samples", resumed, rows);
+      const Sampler sampler(NoiseSchedule::from_config(m.schedule), r.sampler);
+      const DenoiseFn net = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+        const int64_t B = x.size(0);
+        if (B >= kMinForwardRows) return m.forward(x, t, y);
+        // Pad with copies of row 0 (valid inputs), then drop the padding.
+        const auto pad = [&](const at::Tensor& v) {
+          return v.defined() ? torch::cat({v, v.slice(0, 0, 1).repeat_interleave(kMinForwardRows - B, /*dim=*/0)}) : v;
+        };
+        return m.forward(pad(x), pad(t), pad(y)).slice(0, 0, B);
       };
-      return m.net->forward(pad(x), pad(t), pad(y)).slice(0, 0, B);
-    };
-    const auto start = std::chrono::steady_clock::now();
-    auto last_log = start;
-    for (int64_t done = resumed; done < rows;) {
-      const int64_t b = std::min(c.batch_size, rows - done);
-      std::vector<int64_t> indices(static_cast<size_t>(b)), labels;
-      for (int64_t k = 0; k < b; ++k) indices[k] = range.begin + done + k;
-      at::Tensor y;
-      if (num_classes > 0) {
-        for (int64_t i : indices) labels.push_back(c.class_label.value_or(i % num_classes));
-        y = torch::tensor(labels, torch::kLong);
-      }
-      at::Tensor x = sampler.sample(net, indices, shape, y);  // [B, C, H, W] or [B, D]
-      if (r.images) x = x.permute({0, 2, 3, 1});               // [B, H, W, C]
-      if (layout.images)
-        x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch::kUInt8);
-      x = x.contiguous();
-      shard.append(x.data_ptr(), labels.empty() ? nullptr : labels.data(), indices.data(), b);
-      done += b;
+      const auto start = std::chrono::steady_clock::now();
+      auto last_log = start;
+      for (int64_t done = resumed; done < rows;) {
+        const int64_t b = std::min(c.batch_size, rows - done);
+        const int64_t i0 = first + done;
+        std::vector<int64_t> indices(static_cast<size_t>(b)), labels;
+        for (int64_t k = 0; k < b; ++k) indices[k] = i0 + k;
+        at::Tensor y;
+        if (num_classes > 0) {
+          if (inverting && input.data_labels()) {
+            labels = input.labels(i0, i0 + b);
+          } else {
+            for (int64_t i : indices) labels.push_back(c.class_label.value_or(i % num_classes));
+          }
+          y = torch::tensor(labels, torch::kLong);
+        }
+        at::Tensor x;
+        if (inverting) {
+          x = sampler.invert(net, input.read(i0, i0 + b), y);  // [B, C, H, W] or [B, D] latents
+        } else {
+          at::Tensor x_T;
+          if (r.source == Source::kLatents) x_T = input.read(i0, i0 + b);
+          if (r.source == Source::kInterpolate) {
+            // Output row i is step j = i mod K of pair p = i / K, latents (2p, 2p+1).
+            const int64_t K = c.interpolate, p0 = i0 / K, p1 = (i0 + b - 1) / K;
+            const auto pairs = input.read(2 * p0, 2 * p1 + 2);
+            std::vector<at::Tensor> rows_T;
+            for (int64_t i : indices) {
+              const int64_t p = i / K - p0, j = i % K;
+              rows_T.push_back(slerp(pairs.slice(0, 2 * p, 2 * p + 1), pairs.slice(0, 2 * p + 1, 2 * p + 2),
+                                     static_cast<double>(j) / static_cast<double>(K - 1)));
+            }
+            x_T = torch::cat(rows_T);
+          }
+          x = sampler.sample(net, indices, shape, y, x_T);  // [B, C, H, W] or [B, D]
+          if (r.images) x = x.permute({0, 2, 3, 1});        // [B, H, W, C]
+          if (layout.images) x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch::kUInt8);
+        }
+        x = x.contiguous();
+        shard.append(x.data_ptr(), labels.empty() ? nullptr : labels.data(), indices.data(), b);
+        done += b;
 
-      const auto now = std::chrono::steady_clock::now();
-      if (rank == 0 && (done == rows || now - last_log > std::chrono::seconds(2))) {
-        last_log = now;
-        // Rank 0 speaks for the job: blocks differ by at most one sample, so its fraction
-        // done and its rate times W estimate the whole job's.
-        const double secs = std::chrono::duration<double>(now - start).count();
-        const double rate = static_cast<double>(done - resumed) / std::max(secs, 1e-9) * world;
-        const auto global_done = static_cast<int64_t>(static_cast<double>(done) / rows * c.num_samples);
-        log0("[sample] {}/{} samples, {:.1f} samples/s, ETA {}", global_done, c.num_samples, rate,
-             format_duration(static_cast<double>(c.num_samples - global_done) / std::max(rate, 1e-9)));
+        const auto now = std::chrono::steady_clock::now();
+        if (rank == 0 && (done == rows || now - last_log > std::chrono::seconds(2))) {
+          last_log = now;
+          // Rank 0 speaks for its task: blocks differ by at most one sample, so its fraction
+          // done and its rate times W estimate the task's.
+          const double secs = std::chrono::duration<double>(now - start).count();
+          const double rate = static_cast<double>(done - resumed) / std::max(secs, 1e-9) * world;
+          const auto task_done = static_cast<int64_t>(static_cast<double>(done) / rows * task_rows);
+          log0("[sample] {}/{} samples{}, {:.1f} samples/s, ETA {}", task_done, task_rows,
+               c.array_tasks > 1 ? fmt::format(" of task {}", c.array_task) : "", rate,
+               format_duration(static_cast<double>(task_rows - task_done) / std::max(rate, 1e-9)));
+        }
       }
     }
   }
 
-  // --- 4. rank 0 joins the shards once every rank is done ------------------------------------
+  // --- 4. rank 0 records the task once every rank is done; the last task joins all shards ----
   MPI_CHECK(MPI_Barrier(comm));
   if (rank != 0) return;
   for (const auto& s : shards) {
@@ -352,17 +527,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
       throw Error(fmt::format("{}/{}: {} of {} rows complete after every rank finished", c.out, s.relative_path,
                               complete, s.layout.rows));
   }
-  const std::string samples_path = c.out + "/" + kSamplesName;
-  write_virtual_samples(samples_path, shards, num_classes);
-  if (layout.images) {
-    const int64_t n = std::min(kGridMax, c.num_samples);
-    const auto pixels = read_first_images(samples_path, n);
-    write_grid_png(c.out + "/grid.png", pixels.data(), n, layout.row_shape[0], layout.row_shape[1],
-                   layout.row_shape[2]);
-  }
-  manifest["status"] = "complete";
-  write_json_atomic(c.out + "/" + kManifestName, manifest);
-  log0("[sample] wrote {} ({} samples)", samples_path, c.num_samples);
+  finish_task(c, m, layout, N, task_key);
 }
 
 }  // namespace diffusion

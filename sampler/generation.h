@@ -1,5 +1,5 @@
-// The sampling job behind diffusion-sample: load a model from a checkpoint, give each rank a
-// contiguous block of the N sample indices, generate them in batches with core's Sampler
+// The sampling job behind diffusion-sample: load a model (checkpoint or TorchScript), give
+// each array task and within it each rank a contiguous block of the N sample indices, generate them in batches with core's Sampler
 // (sample i is a pure function of model, settings, seed and i, whatever W or batch size) and
 // write them as they finish into per-rank shards, joined by rank 0 into DIR/samples.h5.
 #pragma once
@@ -20,7 +20,7 @@ struct SampleRange {
 };
 SampleRange rank_sample_range(int64_t num_samples, int world_size, int rank);
 
-// Runs the whole job collectively over `comm`. Re-running the same command on the same --out
+// Runs the job (or its array task) collectively over `comm`. Re-running the same command on the same --out
 // continues from what each rank's shard records as complete; a different command is refused.
 // Throws diffusion::Error (naming the option, file or key) before writing anything for bad
 // input.

@@ -6,16 +6,33 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/diffusion_config.h"
 #include "core/spacing.h"
 
 namespace diffusion {
 
+// A TorchScript model is described on the command line (a checkpoint describes itself).
+struct TorchScriptModel {
+  std::string path;                   // --torchscript model.pt
+  std::vector<int64_t> sample_shape;  // --sample-shape: [D] or [C, H, W]
+  ScheduleKind schedule = ScheduleKind::kLinear;
+  int64_t timesteps = 1000;
+  Prediction prediction = Prediction::kEps;
+  int64_t num_classes = 0;  // > 0: forward(x, t, y) with null label num_classes
+};
+
 struct SampleConfig {
   std::string checkpoint;  // --checkpoint: a run folder (its `latest`) or a step folder
   std::string ema;         // --ema: a rate in the checkpoint, "none" (raw weights), "" = slowest
-  int64_t num_samples = 0;  // --num-samples N
+  TorchScriptModel torchscript;  // used when torchscript.path is set (instead of --checkpoint)
+  int64_t num_samples = 0;  // --num-samples N; 0 = as many as --latents/--invert define
+  std::string latents;      // --latents FILE.h5: decode these x_T (dataset `x`, [N, sample shape])
+  std::string invert;       // --invert DATA.h5: DDIM-invert these data to latents
+  int64_t interpolate = 0;  // --interpolate K: K slerp steps per pair of latents (needs --latents)
+  int array_task = 0;       // --array-task K of --array-tasks P: this job's block of indices
+  int array_tasks = 1;
   std::string out;          // --out DIR
   int64_t batch_size = 64;  // per rank; does not change the samples
   uint64_t seed = 0;

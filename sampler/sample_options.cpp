@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <iostream>
 
 #include "core/error.h"
@@ -19,7 +20,20 @@ namespace {
 const OptionSpec kOptions[] = {
     {"model", "checkpoint", "", "run folder (its latest checkpoint) or a step folder"},
     {"model", "ema", "auto", "EMA rate of the weights, or none (raw weights); auto = the slowest"},
-    {"output", "num-samples", "0", "N, samples to generate over all ranks"},
+    {"model", "torchscript", "", "a TorchScript file instead of --checkpoint: forward(x, t) or forward(x, t, y), "
+     "int64 t in 0..T-1, returning the network output; described by the next five options"},
+    {"model", "sample-shape", "", "TorchScript: shape of one sample, D (vectors) or C,H,W (images)"},
+    {"model", "schedule", "linear", "TorchScript: linear | cosine (linear: DDPM's betas scaled by 1000/T)"},
+    {"model", "timesteps", "1000", "TorchScript: T, training timesteps"},
+    {"model", "prediction", "eps", "TorchScript: what the network predicts, eps | x0 | v"},
+    {"model", "num-classes", "0", "TorchScript: C classes (forward(x, t, y), null label C); 0 = unconditional"},
+    {"input", "latents", "", "decode these x_T instead of drawing them: dataset `x` float32 [N, sample shape] "
+     "(N = --num-samples, or defines it)"},
+    {"input", "invert", "", "DDIM inversion (eta 0, forward in time) of a dataset file (`images` uint8 or `x`); "
+     "writes its latents `x` float32 [N, sample shape], readable by --latents"},
+    {"input", "interpolate", "0", "K >= 2: decode K slerp steps (lambda = j/(K-1), j = 0..K-1) between latents "
+     "(0,1), (2,3), ... of --latents; output row p*K + j is pair p, step j; N = K * pairs"},
+    {"output", "num-samples", "0", "N, samples to generate over all ranks (0: as many as --latents/--invert hold)"},
     {"output", "out", "", "output folder (samples.h5, shards/, manifest.json, grid.png)"},
     {"output", "save-float", "false", "images: write float32 `x` [N,H,W,C] in [-1,1] instead of uint8"},
     {"sampler", "sampler", "ddim", "ddpm | ddim"},
@@ -33,6 +47,9 @@ const OptionSpec kOptions[] = {
     {"sampler", "seed", "0", "seed: sample i is a function of (model, settings, seed, i)"},
     {"runtime", "batch-size", "64", "samples per forward pass per rank (does not change results)"},
     {"runtime", "threads", "0", "intra-op threads per rank; 0 = default"},
+    {"slurm", "array-task", "0", "K: this job generates indices [floor(K*N/P), floor((K+1)*N/P)) into the same --out; "
+     "the last task to finish writes samples.h5"},
+    {"slurm", "array-tasks", "1", "P, jobs that share the N samples (a Slurm job array: K = $SLURM_ARRAY_TASK_ID)"},
 };
 
 template <typename Parse>
@@ -48,7 +65,7 @@ auto to_enum(const std::string& key, const std::string& v, Parse parse) {
 
 std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   po::options_description all("diffusion-sample options");
-  for (const char* group : {"model", "output", "sampler", "runtime"}) {
+  for (const char* group : {"model", "input", "output", "sampler", "runtime", "slurm"}) {
     po::options_description g(group);
     for (const auto& o : kOptions)
       if (std::string(o.group) == group)
@@ -66,6 +83,8 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   }
   if (vm.count("help")) {
     std::cout << "mpirun -np W diffusion-sample --checkpoint RUN --num-samples N --out DIR [options]\n"
+              << "mpirun -np W diffusion-sample --torchscript model.pt --sample-shape 1,28,28 --num-samples N "
+                 "--out DIR [options]\n"
               << all << "\n";
     return std::nullopt;
   }
@@ -73,12 +92,36 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
 
   SampleConfig c;
   c.checkpoint = s("checkpoint");
-  if (c.checkpoint.empty()) throw Error("option --checkpoint is required (a run or step folder)");
+  c.torchscript.path = s("torchscript");
+  if (c.checkpoint.empty() == c.torchscript.path.empty())
+    throw Error("give one of --checkpoint (a run or step folder) or --torchscript (a TorchScript file)");
+  if (!c.torchscript.path.empty()) {
+    if (s("sample-shape").empty()) throw Error("option --sample-shape is required with --torchscript (D or C,H,W)");
+    auto& ts = c.torchscript;
+    ts.sample_shape = option_int_list("sample-shape", s("sample-shape"));
+    if ((ts.sample_shape.size() != 1 && ts.sample_shape.size() != 3) ||
+        std::any_of(ts.sample_shape.begin(), ts.sample_shape.end(), [](int64_t d) { return d <= 0; }))
+      bad_option_value("sample-shape", s("sample-shape"), "D or C,H,W with positive sizes");
+    ts.schedule = to_enum("schedule", s("schedule"), parse_schedule_kind);
+    ts.timesteps = option_int("timesteps", s("timesteps"));
+    if (ts.timesteps < 2) throw Error(fmt::format("option --timesteps: {} must be at least 2", ts.timesteps));
+    ts.prediction = to_enum("prediction", s("prediction"), parse_prediction);
+    ts.num_classes = option_int("num-classes", s("num-classes"));
+    if (ts.num_classes < 0) throw Error(fmt::format("option --num-classes: {} must be >= 0", ts.num_classes));
+  }
   c.out = s("out");
   if (c.out.empty()) throw Error("option --out is required (the output folder)");
+  c.latents = s("latents");
+  c.invert = s("invert");
+  if (!c.latents.empty() && !c.invert.empty()) throw Error("options --latents and --invert exclude each other");
+  c.interpolate = option_int("interpolate", s("interpolate"));
+  if (c.interpolate != 0 && (c.interpolate < 2 || c.latents.empty()))
+    throw Error(fmt::format("option --interpolate {}: needs K >= 2 and --latents (the pairs to interpolate)",
+                            c.interpolate));
   c.num_samples = option_int("num-samples", s("num-samples"));
-  if (c.num_samples <= 0)
-    throw Error(fmt::format("option --num-samples: {} must be positive", c.num_samples));
+  if (c.num_samples < 0 || (c.num_samples == 0 && c.latents.empty() && c.invert.empty()))
+    throw Error(fmt::format("option --num-samples: {} must be positive (or 0 with --latents/--invert, which then "
+                            "define N)", c.num_samples));
   c.ema = s("ema") == "auto" ? "" : s("ema");
   if (!c.ema.empty() && c.ema != "none" && option_double("ema", c.ema) <= 0)
     throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
@@ -106,6 +149,15 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (c.batch_size <= 0) throw Error(fmt::format("option --batch-size: {} must be positive", c.batch_size));
   c.threads = static_cast<int>(option_int("threads", s("threads")));
   if (c.threads < 0) throw Error(fmt::format("option --threads: {} must be >= 0", c.threads));
+  c.array_tasks = static_cast<int>(option_int("array-tasks", s("array-tasks")));
+  if (c.array_tasks < 1) throw Error(fmt::format("option --array-tasks: {} must be at least 1", c.array_tasks));
+  c.array_task = static_cast<int>(option_int("array-task", s("array-task")));
+  if (c.array_task < 0 || c.array_task >= c.array_tasks)
+    throw Error(fmt::format("option --array-task: {} is not in 0 … {} (--array-tasks {})", c.array_task,
+                            c.array_tasks - 1, c.array_tasks));
+  if ((!c.invert.empty() || c.interpolate > 0) && (c.sampler != "ddim" || c.eta != 0.0))
+    throw Error(fmt::format("option --{}: needs --sampler ddim with --eta 0 (deterministic DDIM)",
+                            c.invert.empty() ? "interpolate" : "invert"));
   return c;
 }
 

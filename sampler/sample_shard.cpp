@@ -93,7 +93,8 @@ void write_rows(hid_t file, const char* name, hid_t mem_type, int64_t row, int64
 
 }  // namespace
 
-std::string shard_relative_path(int rank, int world_size) {
+std::string shard_relative_path(int rank, int world_size, int task, int tasks) {
+  if (tasks > 1) return fmt::format("shards/task-{:05d}-of-{:05d}/rank-{:05d}-of-{:05d}.h5", task, tasks, rank, world_size);
   return fmt::format("shards/rank-{:05d}-of-{:05d}.h5", rank, world_size);
 }
 
@@ -170,7 +171,7 @@ void SampleShard::append(const void* data, const int64_t* labels, const int64_t*
 }
 
 void write_virtual_samples(const std::string& out_path, const std::vector<ShardRef>& shards,
-                           int64_t num_classes) {
+                           int64_t num_classes, const std::vector<std::string>& class_names) {
   h5_silence_errors();
   if (shards.empty()) throw Error(fmt::format("{}: no shards to join", out_path));
   const ShardLayout& first = shards.front().layout;
@@ -204,6 +205,18 @@ void write_virtual_samples(const std::string& out_path, const std::vector<ShardR
     if (first.has_labels) add(kLabelsKey, H5T_STD_I64LE, {});
     add(kIndicesKey, H5T_STD_I64LE, {});
     if (num_classes > 0) write_int64_attribute(f.get(), "num_classes", num_classes);
+    if (num_classes > 0 && static_cast<int64_t>(class_names.size()) == num_classes) {
+      // As the dataset format stores them: a 1-D array of variable-length strings.
+      H5DataType type(H5_CHECK(H5Tcopy(H5T_C_S1)));
+      H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE));
+      H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+      const hsize_t count = class_names.size();
+      H5DataSpace space(H5_CHECK(H5Screate_simple(1, &count, nullptr)));
+      H5Attribute a(H5_CHECK(H5Acreate2(f.get(), "class_names", type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)));
+      std::vector<const char*> raw;
+      for (const auto& name : class_names) raw.push_back(name.c_str());
+      H5_CHECK(H5Awrite(a.get(), type.get(), raw.data()));
+    }
   }
   if (std::rename(tmp.c_str(), out_path.c_str()) != 0) {
     std::remove(tmp.c_str());

@@ -21,8 +21,9 @@ struct ShardLayout {
   int64_t first_index = 0;         // global index of row 0 (also stored per row in `indices`)
 };
 
-// "shards/rank-00002-of-00004.h5", relative to the output folder.
-std::string shard_relative_path(int rank, int world_size);
+// "shards/rank-00002-of-00004.h5" relative to the output folder; with array tasks (tasks > 1)
+// in a folder per task, "shards/task-00001-of-00003/rank-00002-of-00004.h5".
+std::string shard_relative_path(int rank, int world_size, int task = 0, int tasks = 1);
 
 class SampleShard {
  public:
@@ -51,13 +52,14 @@ int64_t shard_rows_complete(const std::string& path);
 // Writes `out_path` (via a temporary name) holding virtual datasets `images`/`x`, `labels` and
 // `indices` of N = Σ rows rows over the shards, whose file names are given relative to the
 // folder of `out_path` and stored relative, so the folder can be moved. Shards are in order of
-// their first_index, which is contiguous. `num_classes` > 0 is written as an attribute.
+// their first_index, which is contiguous. `num_classes` > 0 is written as an attribute, and
+// `class_names` (num_classes strings) when given.
 struct ShardRef {
   std::string relative_path;
   ShardLayout layout;
 };
 void write_virtual_samples(const std::string& out_path, const std::vector<ShardRef>& shards,
-                           int64_t num_classes);
+                           int64_t num_classes, const std::vector<std::string>& class_names = {});
 
 // Reads rows [0, count) of `images` uint8 from a samples file (through the virtual dataset).
 std::vector<uint8_t> read_first_images(const std::string& path, int64_t count);

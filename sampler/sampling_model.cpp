@@ -1,0 +1,195 @@
+// Loading the model to sample from (see sampling_model.h): checkpoints through the trainer's
+// resolved config and the network factory; TorchScript files through torch::jit::load.
+#include "sampler/sampling_model.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "core/checkpoint.h"
+#include "core/denoiser.h"
+#include "core/error.h"
+#include "datasets/dataset_file.h"
+#include "trainer/train_options.h"
+
+namespace diffusion {
+namespace fs = std::filesystem;
+namespace {
+
+// The EMA rates a checkpoint holds, as written in its tensor names ("ema_0.999/...").
+std::vector<std::string> ema_rates_in(const CheckpointState& state) {
+  std::vector<std::string> rates;
+  for (const auto& [name, tensor] : state.tensors) {
+    if (name.rfind("ema_", 0) != 0) continue;
+    const auto rate = name.substr(4, name.find('/') - 4);
+    if (std::find(rates.begin(), rates.end(), rate) == rates.end()) rates.push_back(rate);
+  }
+  return rates;
+}
+
+std::string choose_ema(const std::string& requested, const std::vector<std::string>& rates,
+                       const std::string& dir) {
+  if (requested == "none") return "none";
+  if (rates.empty()) {
+    if (requested.empty()) return "none";  // a run trained without EMA: its raw weights
+    throw Error(fmt::format("option --ema {}: checkpoint {} holds no EMA weights (use --ema none)", requested, dir));
+  }
+  if (requested.empty())
+    return *std::max_element(rates.begin(), rates.end(),
+                             [](const auto& a, const auto& b) { return std::stod(a) < std::stod(b); });
+  for (const auto& r : rates)
+    if (std::abs(std::stod(r) - std::stod(requested)) < 1e-12) return r;
+  throw Error(fmt::format("option --ema {}: checkpoint {} holds EMA rates {} (or use none)", requested, dir,
+                          fmt::join(rates, ", ")));
+}
+
+// The class names of the training data, when its file is still there and has them (a
+// convenience for samples.h5; the data may well have moved since training).
+std::vector<std::string> class_names_of(const std::string& data_path, int64_t num_classes) {
+  std::error_code ec;
+  if (num_classes == 0 || data_path.empty() || !fs::is_regular_file(data_path, ec)) return {};
+  try {
+    auto info = probe_dataset(data_path);
+    if (static_cast<int64_t>(info.class_names.size()) == num_classes) return info.class_names;
+  } catch (const Error&) {
+  }
+  return {};
+}
+
+}  // namespace
+
+std::pair<uint32_t, uint64_t> file_crc32(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(fmt::format("{}: cannot read", path));
+  std::vector<char> buffer(1 << 20);
+  uLong crc = ::crc32(0L, Z_NULL, 0);
+  uint64_t bytes = 0;
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    const auto n = in.gcount();
+    crc = ::crc32(crc, reinterpret_cast<const Bytef*>(buffer.data()), static_cast<uInt>(n));
+    bytes += static_cast<uint64_t>(n);
+  }
+  return {static_cast<uint32_t>(crc), bytes};
+}
+
+SamplingModel load_checkpoint_model(const SampleConfig& c) {
+  std::error_code ec;
+  if (!fs::is_directory(c.checkpoint, ec))
+    throw Error(fmt::format("option --checkpoint: {} is not a folder", c.checkpoint));
+  const auto found = find_checkpoint(c.checkpoint);
+  if (!found)
+    throw Error(fmt::format("option --checkpoint: {} holds no complete checkpoint (no valid manifest.json)",
+                            c.checkpoint));
+  LoadedCheckpoint ckpt = read_checkpoint(*found);
+  const std::string dir = fs::absolute(ckpt.dir).lexically_normal().string();
+  const TrainConfig train = parse_resolved_config(ckpt.config_text, ckpt.dir + "/manifest.json");
+  const std::string ema = choose_ema(c.ema, ema_rates_in(ckpt.state), ckpt.dir);
+  const std::string prefix = ema == "none" ? "model/" : "ema_" + ema + "/";
+
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& [name, tensor] : ckpt.state.tensors) tensors.emplace(name, tensor);
+  std::shared_ptr<DenoiserImpl> net = make_denoiser(train.model);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& item : net->named_parameters()) {
+      const auto it = tensors.find(prefix + item.key());
+      if (it == tensors.end())
+        throw Error(fmt::format("{}: no tensor '{}{}' for the model its config describes", ckpt.dir, prefix, item.key()));
+      if (it->second.sizes() != item.value().sizes())
+        throw Error(fmt::format("{}: tensor '{}' has shape [{}], the model needs [{}]", ckpt.dir, it->first,
+                                fmt::join(it->second.sizes(), ", "), fmt::join(item.value().sizes(), ", ")));
+      item.value().copy_(it->second);
+    }
+  }
+  net->eval();
+
+  SamplingModel m;
+  m.description = fmt::format("{} step {} (ema {})", dir, ckpt.step, ema);
+  m.identity = {{"checkpoint", dir}, {"step", ckpt.step}, {"ema", ema}, {"kind", train.model.kind}};
+  m.schedule = train.diffusion.schedule;
+  m.prediction = train.diffusion.prediction;
+  m.learned_variance = train.diffusion.learned_variance;
+  m.sample_shape = train.sample_shape;
+  m.num_classes = train.num_classes;
+  m.class_names = class_names_of(train.data.path, train.num_classes);
+  m.forward = [net](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) { return net->forward(x, t, y); };
+  return m;
+}
+
+SamplingModel load_torchscript_model(const TorchScriptModel& c) {
+  std::error_code ec;
+  if (!fs::is_regular_file(c.path, ec))
+    throw Error(fmt::format("option --torchscript: {} is not a readable file", c.path));
+  const auto [crc, bytes] = file_crc32(c.path);
+  auto module = std::make_shared<torch::jit::Module>();
+  try {
+    *module = torch::jit::load(c.path, torch::kCPU);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    throw Error(fmt::format("option --torchscript: {} is not a loadable TorchScript module: {}", c.path, what));
+  }
+  module->eval();
+  // The profiling executor re-optimises a graph after its first runs; the plain interpreter
+  // runs the same arithmetic on every call, so sample i does not depend on how many forward
+  // passes its rank made before it.
+  torch::jit::setGraphExecutorOptimize(false);
+
+  const auto method = module->find_method("forward");
+  if (!method) throw Error(fmt::format("option --torchscript: {} has no forward method", c.path));
+  const size_t inputs = method->function().getSchema().arguments().size() - 1;  // without self
+  const bool conditional = c.num_classes > 0;
+  if (inputs != (conditional ? 3u : 2u))
+    throw Error(fmt::format("option --torchscript: {}: forward takes {} inputs; --num-classes {} needs {}", c.path,
+                            inputs, c.num_classes, conditional ? "forward(x, t, y)" : "forward(x, t)"));
+
+  SamplingModel m;
+  m.description = fmt::format("{} (TorchScript, crc32 {:08x})", c.path, crc);
+  m.identity = {{"torchscript", fs::absolute(c.path).lexically_normal().string()},
+                {"crc32", fmt::format("{:08x}", crc)},
+                {"bytes", bytes}};
+  m.schedule.kind = c.schedule;
+  m.schedule.timesteps = c.timesteps;
+  m.prediction = c.prediction;
+  m.sample_shape = c.sample_shape;
+  m.num_classes = c.num_classes;
+  m.forward = [module, conditional, num_classes = c.num_classes](const at::Tensor& x, const at::Tensor& t,
+                                                                  const at::Tensor& y) {
+    std::vector<torch::jit::IValue> args{x, t};
+    if (conditional) args.emplace_back(y.defined() ? y : torch::full({x.size(0)}, num_classes, torch::kLong));
+    return module->forward(args).toTensor();
+  };
+
+  // One probe forward: a wrong --sample-shape or --num-classes fails here, before anything is
+  // written, with the module's own message.
+  torch::NoGradGuard no_grad;
+  std::vector<int64_t> shape{2};
+  shape.insert(shape.end(), c.sample_shape.begin(), c.sample_shape.end());
+  at::Tensor out;
+  try {
+    out = m.forward(torch::zeros(shape), torch::full({2}, c.timesteps - 1, torch::kLong),
+                    conditional ? torch::zeros({2}, torch::kLong) : at::Tensor());
+  } catch (const std::exception& e) {
+    // The interpreter's message ends with the error itself, after a serialized traceback.
+    std::string what = e.what();
+    while (!what.empty() && what.back() == '\n') what.pop_back();
+    what = what.substr(what.find_last_of('\n') + 1);
+    throw Error(fmt::format("option --torchscript: {}: forward on a batch [{}] failed (check --sample-shape and "
+                            "--num-classes): {}", c.path, fmt::join(shape, ", "), what));
+  }
+  if (out.sizes() != c10::IntArrayRef(shape))
+    throw Error(fmt::format("option --torchscript: {}: forward maps [{}] to [{}]; expected the same shape "
+                            "(check --sample-shape)", c.path, fmt::join(shape, ", "), fmt::join(out.sizes(), ", ")));
+  return m;
+}
+
+}  // namespace diffusion

@@ -1,0 +1,41 @@
+// The model diffusion-sample draws from, whatever it was loaded from: a project checkpoint
+// (which describes itself) or a TorchScript file (described by options). Both become the same
+// thing: a denoiser callable plus the diffusion settings and the identity for the manifest.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/diffusion_config.h"
+#include "core/samplers.h"
+#include "sampler/sample_config.h"
+
+namespace diffusion {
+
+struct SamplingModel {
+  std::string description;            // for the log: "run/checkpoints/step-00002000 (ema 0.99)"
+  nlohmann::json identity;            // manifest "model": checkpoint path+step+ema, or file+crc32+bytes
+  ScheduleConfig schedule;            // the training schedule (T steps)
+  Prediction prediction = Prediction::kEps;
+  bool learned_variance = false;
+  std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
+  int64_t num_classes = 0;            // 0 = unconditional; else null label = num_classes
+  std::vector<std::string> class_names;  // empty when unknown
+  DenoiseFn forward;                  // (x_t, t, y) -> output; y undefined for unconditional
+};
+
+// --checkpoint: a run folder (its latest) or a step folder; --ema picks the weights.
+SamplingModel load_checkpoint_model(const SampleConfig& config);
+
+// --torchscript: checks that the file loads, that forward takes (x, t) or (x, t, y) as
+// --num-classes says, and that it maps a batch of --sample-shape to that shape; its identity is
+// the file's CRC32 (zlib) and byte size. Throws diffusion::Error naming the file otherwise.
+SamplingModel load_torchscript_model(const TorchScriptModel& config);
+
+// CRC32 (zlib's) and byte size of a file, the identity of model and input files in manifests.
+std::pair<uint32_t, uint64_t> file_crc32(const std::string& path);
+
+}  // namespace diffusion
