@@ -26,7 +26,8 @@ std::vector<int64_t> distillation_grid(int64_t T, int64_t student_steps) {
     throw Error(fmt::format("distillation: a student with {} steps needs 1 <= N and 2N <= T = {}", N, T));
   std::vector<int64_t> g;
   for (int64_t j = 0; j <= 2 * N; ++j)
-    g.push_back(static_cast<int64_t>(std::llround(double(j) * double(T) / double(2 * N))) - 1);
+    // Half to even, as numpy's and JAX's round (and our trailing spacing) do.
+    g.push_back(static_cast<int64_t>(std::nearbyint(double(j) * double(T) / double(2 * N))) - 1);
   return g;
 }
 

@@ -13,7 +13,7 @@
 
 namespace diffusion {
 
-// g_j = round(j·T/(2N)) - 1, j = 0 … 2N: g_0 = -1 (clean data), g_{2N} = T - 1. Throws
+// g_j = round(j·T/(2N)) - 1 (half to even), j = 0 … 2N: g_0 = -1 (clean data), g_{2N} = T - 1. Throws
 // diffusion::Error unless 1 <= N and 2N <= T.
 std::vector<int64_t> distillation_grid(int64_t T, int64_t student_steps);
 
