@@ -1,5 +1,7 @@
 // Deterministic 2-D toy sets for fast experiments: a ring of Gaussians, two moons and a 2-D
-// swiss roll, written as vectors `x` float32 [N, 2]. Torch-free.
+// swiss roll, written as vectors `x` float32 [N, 2]. A gmm-ring file also carries its mixture
+// (attributes gmm_means, gmm_std, gmm_weights) so evaluation can score samples against the
+// true density. Torch-free.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +43,27 @@ ToySamples make_toy(const ToyOptions& options);
 // Centre of gmm-ring mode k: radius·(cos 2πk/M, sin 2πk/M).
 void gmm_ring_center(const ToyOptions& options, int64_t mode, double* xy);
 
+// Writes the set to options.out_path (temporary name, then rename); gmm-ring files get the
+// mixture attributes of gaussian_mixture_of().
 DatasetInfo write_toy(const ToyOptions& options);
+
+// An isotropic Gaussian mixture in D dimensions: component k has mean means[k·D .. k·D+D),
+// standard deviation stds[k] in every dimension and weight weights[k] (Σ weights = 1).
+struct GaussianMixture {
+  int64_t dim = 0;
+  std::vector<double> means;    // [M, D]
+  std::vector<double> stds;     // [M]
+  std::vector<double> weights;  // [M]
+  int64_t modes() const { return static_cast<int64_t>(weights.size()); }
+};
+
+// The mixture that make_toy samples for gmm-ring options.
+GaussianMixture gaussian_mixture_of(const ToyOptions& options);
+
+// Reads the file attributes gmm_means float64 [M, D], gmm_std float64 (scalar or [M]) and
+// gmm_weights float64 [M] of `path`. Returns false when the file has none of them (an older or
+// non-mixture file); throws diffusion::Error naming the file and attribute when they are
+// incomplete or inconsistent (missing one, wrong shape, std <= 0, weights not summing to 1).
+bool read_gaussian_mixture(const std::string& path, GaussianMixture* mixture);
 
 }  // namespace diffusion
