@@ -95,10 +95,28 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
   }
   auto& s = r.sampler;
   s.kind = parse_sampler_kind(c.sampler);
-  s.steps = c.steps.value_or(s.kind == SamplerKind::kDdpm ? T : std::min<int64_t>(50, T));
+  // A distilled student samples with DDIM on its own grid, which is trailing spacing with its
+  // step count (checked here), unless told otherwise.
+  const auto& student = m.distilled;
+  const int64_t default_steps =
+      student.sampling_steps > 0 ? student.sampling_steps : s.kind == SamplerKind::kDdpm ? T : std::min<int64_t>(50, T);
+  s.steps = c.steps.value_or(default_steps);
   if (s.steps > T)
     throw Error(fmt::format("option --steps: {} exceeds the model's T = {} timesteps", s.steps, T));
-  s.spacing = c.spacing;
+  s.spacing = c.spacing.value_or(student.sampling_steps > 0 ? TimestepSpacing::kTrailing : TimestepSpacing::kLeading);
+  if (student.sampling_steps > 0) {
+    if (timestep_spacing(TimestepSpacing::kTrailing, T, student.sampling_steps) != student.timesteps)
+      throw Error(fmt::format("{}: the student's recorded grid is not trailing spacing with {} steps", m.description,
+                              student.sampling_steps));
+    if (c.guidance_scale != 1.0)
+      throw Error(fmt::format("option --guidance-scale {}: this distilled student has guidance {} built into it; "
+                              "sample it with --guidance-scale 1",
+                              c.guidance_scale, student.guidance_scale));
+    if (s.kind != SamplerKind::kDdim || s.steps != student.sampling_steps || s.spacing != TimestepSpacing::kTrailing)
+      log0("[sample] warning: this student was distilled for DDIM with {} steps on its own grid (trailing); "
+           "these settings sample it off that grid",
+           student.sampling_steps);
+  }
   s.eta = c.eta;
   s.variance = c.variance.value_or(m.learned_variance ? VarianceKind::kLearnedRange : VarianceKind::kFixedLarge);
   if (s.variance == VarianceKind::kLearnedRange && !m.learned_variance)

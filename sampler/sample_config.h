@@ -40,7 +40,7 @@ struct SampleConfig {
   std::optional<int64_t> steps;           // unset: T for ddpm, min(50, T) for ddim
   double eta = 0.0;                       // DDIM only
   std::optional<VarianceKind> variance;   // DDPM only; unset: learned if the model learned it
-  TimestepSpacing spacing = TimestepSpacing::kLeading;
+  std::optional<TimestepSpacing> spacing;  // unset: leading, or a distilled student's own grid
   std::optional<bool> clip_x0;            // unset: true for image models, false for vectors
   double guidance_scale = 1.0;
   std::optional<int64_t> class_label;     // unset: sample i gets class i mod C

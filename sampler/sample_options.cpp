@@ -40,7 +40,7 @@ const OptionSpec kOptions[] = {
     {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 50 for ddim"},
     {"sampler", "eta", "0", "DDIM noise scale (0 = deterministic)"},
     {"sampler", "variance", "auto", "DDPM: fixed-large | fixed-small | learned; auto = learned if the model learned it"},
-    {"sampler", "timestep-spacing", "leading", "leading | trailing | linspace"},
+    {"sampler", "timestep-spacing", "auto", "leading | trailing | linspace; auto = leading, or a distilled student's own grid"},
     {"sampler", "clip-x0", "auto", "clip predicted x0 to [-1,1]; auto = true for images"},
     {"sampler", "guidance-scale", "1", "classifier-free guidance scale s (1 = plain conditional)"},
     {"sampler", "class", "spread", "class of every sample; spread = sample i gets class i mod C"},
@@ -135,7 +135,8 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   c.eta = option_double("eta", s("eta"));
   if (c.eta < 0) throw Error(fmt::format("option --eta: {} must be >= 0", c.eta));
   if (s("variance") != "auto") c.variance = to_enum("variance", s("variance"), parse_variance_kind);
-  c.spacing = to_enum("timestep-spacing", s("timestep-spacing"), parse_timestep_spacing);
+  if (s("timestep-spacing") != "auto")
+    c.spacing = to_enum("timestep-spacing", s("timestep-spacing"), parse_timestep_spacing);
   if (s("clip-x0") != "auto") c.clip_x0 = option_bool("clip-x0", s("clip-x0"));
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
   if (s("class") != "spread") {

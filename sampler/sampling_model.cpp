@@ -1,5 +1,5 @@
 // Loading the model to sample from (see sampling_model.h): checkpoints through the trainer's
-// resolved config and the network factory; TorchScript files through torch::jit::load.
+// load_trained_model; TorchScript files through torch::jit::load.
 #include "sampler/sampling_model.h"
 
 #include <fmt/format.h>
@@ -12,44 +12,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <map>
 
-#include "core/checkpoint.h"
-#include "core/denoiser.h"
 #include "core/error.h"
 #include "datasets/dataset_file.h"
-#include "trainer/train_options.h"
+#include "trainer/trained_model.h"
 
 namespace diffusion {
 namespace fs = std::filesystem;
 namespace {
-
-// The EMA rates a checkpoint holds, as written in its tensor names ("ema_0.999/...").
-std::vector<std::string> ema_rates_in(const CheckpointState& state) {
-  std::vector<std::string> rates;
-  for (const auto& [name, tensor] : state.tensors) {
-    if (name.rfind("ema_", 0) != 0) continue;
-    const auto rate = name.substr(4, name.find('/') - 4);
-    if (std::find(rates.begin(), rates.end(), rate) == rates.end()) rates.push_back(rate);
-  }
-  return rates;
-}
-
-std::string choose_ema(const std::string& requested, const std::vector<std::string>& rates,
-                       const std::string& dir) {
-  if (requested == "none") return "none";
-  if (rates.empty()) {
-    if (requested.empty()) return "none";  // a run trained without EMA: its raw weights
-    throw Error(fmt::format("option --ema {}: checkpoint {} holds no EMA weights (use --ema none)", requested, dir));
-  }
-  if (requested.empty())
-    return *std::max_element(rates.begin(), rates.end(),
-                             [](const auto& a, const auto& b) { return std::stod(a) < std::stod(b); });
-  for (const auto& r : rates)
-    if (std::abs(std::stod(r) - std::stod(requested)) < 1e-12) return r;
-  throw Error(fmt::format("option --ema {}: checkpoint {} holds EMA rates {} (or use none)", requested, dir,
-                          fmt::join(rates, ", ")));
-}
 
 // The class names of the training data, when its file is still there and has them (a
 // convenience for samples.h5; the data may well have moved since training).
@@ -82,46 +52,20 @@ std::pair<uint32_t, uint64_t> file_crc32(const std::string& path) {
 }
 
 SamplingModel load_checkpoint_model(const SampleConfig& c) {
-  std::error_code ec;
-  if (!fs::is_directory(c.checkpoint, ec))
-    throw Error(fmt::format("option --checkpoint: {} is not a folder", c.checkpoint));
-  const auto found = find_checkpoint(c.checkpoint);
-  if (!found)
-    throw Error(fmt::format("option --checkpoint: {} holds no complete checkpoint (no valid manifest.json)",
-                            c.checkpoint));
-  LoadedCheckpoint ckpt = read_checkpoint(*found);
-  const std::string dir = fs::absolute(ckpt.dir).lexically_normal().string();
-  const TrainConfig train = parse_resolved_config(ckpt.config_text, ckpt.dir + "/manifest.json");
-  const std::string ema = choose_ema(c.ema, ema_rates_in(ckpt.state), ckpt.dir);
-  const std::string prefix = ema == "none" ? "model/" : "ema_" + ema + "/";
-
-  std::map<std::string, at::Tensor> tensors;
-  for (auto& [name, tensor] : ckpt.state.tensors) tensors.emplace(name, tensor);
-  std::shared_ptr<DenoiserImpl> net = make_denoiser(train.model);
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& item : net->named_parameters()) {
-      const auto it = tensors.find(prefix + item.key());
-      if (it == tensors.end())
-        throw Error(fmt::format("{}: no tensor '{}{}' for the model its config describes", ckpt.dir, prefix, item.key()));
-      if (it->second.sizes() != item.value().sizes())
-        throw Error(fmt::format("{}: tensor '{}' has shape [{}], the model needs [{}]", ckpt.dir, it->first,
-                                fmt::join(it->second.sizes(), ", "), fmt::join(item.value().sizes(), ", ")));
-      item.value().copy_(it->second);
-    }
-  }
-  net->eval();
-
+  TrainedModel t = load_trained_model(c.checkpoint, c.ema, "option --checkpoint");
   SamplingModel m;
-  m.description = fmt::format("{} step {} (ema {})", dir, ckpt.step, ema);
-  m.identity = {{"checkpoint", dir}, {"step", ckpt.step}, {"ema", ema}, {"kind", train.model.kind}};
-  m.schedule = train.diffusion.schedule;
-  m.prediction = train.diffusion.prediction;
-  m.learned_variance = train.diffusion.learned_variance;
-  m.sample_shape = train.sample_shape;
-  m.num_classes = train.num_classes;
-  m.class_names = class_names_of(train.data.path, train.num_classes);
-  m.forward = [net](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) { return net->forward(x, t, y); };
+  m.description = fmt::format("{} step {} (ema {})", t.checkpoint_dir, t.step, t.ema);
+  m.identity = {{"checkpoint", t.checkpoint_dir}, {"step", t.step}, {"ema", t.ema}, {"kind", t.train.model.kind}};
+  m.schedule = t.train.diffusion.schedule;
+  m.prediction = t.train.diffusion.prediction;
+  m.learned_variance = t.train.diffusion.learned_variance;
+  m.sample_shape = t.train.sample_shape;
+  m.num_classes = t.train.num_classes;
+  m.class_names = class_names_of(t.train.data.path, t.train.num_classes);
+  m.distilled = t.train.distilled;
+  m.forward = [net = t.net](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    return net->forward(x, t, y);
+  };
   return m;
 }
 

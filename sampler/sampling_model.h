@@ -12,6 +12,7 @@
 #include "core/diffusion_config.h"
 #include "core/samplers.h"
 #include "sampler/sample_config.h"
+#include "trainer/train_config.h"
 
 namespace diffusion {
 
@@ -24,6 +25,7 @@ struct SamplingModel {
   std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
   int64_t num_classes = 0;            // 0 = unconditional; else null label = num_classes
   std::vector<std::string> class_names;  // empty when unknown
+  DistilledInfo distilled;            // a distillation student's own grid (sampling_steps > 0)
   DenoiseFn forward;                  // (x_t, t, y) -> output; y undefined for unconditional
 };
 
