@@ -204,6 +204,18 @@ else
 fi
 grep -q "missing \[2, 5\]" missing.txt && pass "missing modes on stdout" || fail "missing modes on stdout"
 
+# --- unlabelled vectors: data-space distance, no classifier, no mixture ------------------------
+"$BIN/diffusion-data" make-toy --kind swiss-roll --num 1000 --seed 2 --out roll.h5 >/dev/null 2>&1
+"$BIN/diffusion-data" make-toy --kind swiss-roll --num 1000 --seed 3 --out roll2.h5 >/dev/null 2>&1
+"${EVAL[@]}" --samples roll2.h5 --reference roll.h5 --json roll.json >roll.txt 2>roll.log
+if jq_py roll.json 'j["feature_space"] == "data" and "classifier" not in j and
+    j["frechet_distance"] == j["frechet_distance_data"] and 0 < j["frechet_distance"] < 0.1 and
+    "roll.h5 has no attribute" in j["gmm"]["skipped"] and "gmm_means" in j["gmm"]["skipped"]' && grep -q "gmm: skipped" roll.txt; then
+  pass "unlabelled swiss roll: data-space FD $(jq_py roll.json 'print(round(j["frechet_distance"], 5)) is None' 2>/dev/null), mixture skipped naming the file"
+else
+  fail "unlabelled vectors"; cat roll.txt roll.log
+fi
+
 # --- bad input ---------------------------------------------------------------------------------
 expect_fail() {  # expect_fail NAME NEEDLE... -- command: fails, message has every needle, no JSON
   local name=$1; shift
@@ -225,6 +237,14 @@ expect_fail "unlabelled image reference" "unlabelled.h5" "labels" -- \
   "${EVAL[@]}" --samples self.h5 --reference unlabelled.h5
 expect_fail "shape mismatch" "missing.h5" "ref.h5" "vectors of 2" "images 28x28x1" -- \
   "${EVAL[@]}" --samples missing.h5 --reference ref.h5
+"$PY" -c "
+import h5py, numpy as np
+with h5py.File('partial.h5', 'w') as f:
+    f.create_dataset('x', data=np.zeros((10, 2), np.float32))
+    f.attrs['gmm_means'] = np.zeros((3, 2))
+"
+expect_fail "incomplete mixture attributes" "partial.h5" "gmm_std" -- \
+  "${EVAL[@]}" --samples missing.h5 --reference partial.h5
 echo junk >junk.h5
 expect_fail "not HDF5" "junk.h5" -- "${EVAL[@]}" --samples junk.h5 --reference ref.h5
 expect_fail "--gmm-modes without --gmm-std" "--gmm-std" -- \
