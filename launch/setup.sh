@@ -31,4 +31,12 @@ if ! .venv/bin/python -c "import torch, h5py, numpy; assert torch.__version__.sp
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "${PY_PACKAGES[@]}"
 fi
+# diffusers: the peer that tests/diffusers_compare.py and bench/sample_peer.py check our sampler
+# against (0.42.1 works with torch 2.11 and numpy 2). Installed on its own, so an existing
+# .venv gets it without reinstalling torch.
+DIFFUSERS_VERSION=0.42.1
+if ! .venv/bin/python -c "import diffusers; assert diffusers.__version__ == '${DIFFUSERS_VERSION}'" 2>/dev/null; then
+  echo "[setup] installing diffusers==${DIFFUSERS_VERSION} into .venv"
+  .venv/bin/python -m pip install -q "diffusers==${DIFFUSERS_VERSION}"
+fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)')"

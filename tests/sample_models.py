@@ -5,6 +5,7 @@
   conv OUT.pt             a tiny class-conditional conv net for [1, 8, 8] images, 3 classes,
                           fixed random weights: forward(x, t, y)
   mlp OUT.pt D            a fixed random MLP for vectors [D]: forward(x, t)
+  near-gauss OUT.pt D     exact eps of N(0, I) data plus a small random MLP: forward(x, t)
   gauss-data OUT.h5 N     N samples of the Gaussian as a dataset file (`x` float32 [N, 2])
   images OUT.h5 N         N random uint8 [8, 8, 1] images with labels 0..2 (dataset format)
   latents OUT.h5 N SHAPE  N standard normal latents `x` float32 [N, SHAPE] (SHAPE like 1,8,8)
@@ -65,6 +66,20 @@ class TinyMlp(torch.nn.Module):
         return 0.5 * self.out(torch.tanh(self.inp(x) + self.embed_t(t)))
 
 
+class NearGaussEps(torch.nn.Module):
+    """The exact eps of standard normal data, sqrt(1 - ab_t) x_t, plus a small fixed random MLP:
+    a non-trivial network whose samples stay of size ~1 (a plain random eps-network's DDIM
+    samples grow to ~1e2, where float32 round-off hides in the magnitude)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("sigma", torch.tensor(np.sqrt(1 - alpha_bar()), dtype=torch.float32))
+        self.mlp = TinyMlp(dim)
+
+    def forward(self, x, t):
+        return self.sigma[t][:, None] * x + 0.2 * self.mlp(x, t)
+
+
 def main(argv):
     what, out = argv[1], argv[2]
     torch.manual_seed(0)
@@ -75,6 +90,8 @@ def main(argv):
         torch.jit.script(TinyConv()).save(out)
     elif what == "mlp":
         torch.jit.script(TinyMlp(int(argv[3]))).save(out)
+    elif what == "near-gauss":
+        torch.jit.script(NearGaussEps(int(argv[3]))).save(out)
     elif what == "gauss-data":
         n = int(argv[3])
         x = rng.standard_normal((n, 2)) @ np.linalg.cholesky(np.array(COV)).T + MU
