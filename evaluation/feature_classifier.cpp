@@ -181,6 +181,15 @@ struct FeatureClassifier::Impl {
 
   void train(const EvalSet& reference, const ClassifierSettings& s) {
     const auto start = std::chrono::steady_clock::now();
+    // One intra-op thread while training: multi-threaded reductions sum in another order, and
+    // SGD amplifies the last bits, so only this makes the classifier a function of the seed
+    // and settings alone, whatever --threads says (the cache key leaves threads out).
+    const int threads = torch::get_num_threads();
+    torch::set_num_threads(1);
+    struct RestoreThreads {
+      int n;
+      ~RestoreThreads() { torch::set_num_threads(n); }
+    } restore{threads};
     const int64_t n = reference.x.size(0);
     if (n < 2)
       throw Error(fmt::format("{}: the classifier needs at least 2 labelled reference rows, found {}",
