@@ -245,6 +245,9 @@ with h5py.File('partial.h5', 'w') as f:
 "
 expect_fail "incomplete mixture attributes" "partial.h5" "gmm_std" -- \
   "${EVAL[@]}" --samples missing.h5 --reference partial.h5
+"$BIN/diffusion-data" make-toy --kind moons --num 200 --out moons.h5 >/dev/null 2>&1
+expect_fail "class-count mismatch" "moons.h5" "ring.h5" "num_classes = 2" -- \
+  "${EVAL[@]}" --samples moons.h5 --reference ring.h5
 echo junk >junk.h5
 expect_fail "not HDF5" "junk.h5" -- "${EVAL[@]}" --samples junk.h5 --reference ref.h5
 expect_fail "--gmm-modes without --gmm-std" "--gmm-std" -- \
