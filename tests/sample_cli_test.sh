@@ -84,8 +84,10 @@ else fail "samples.h5 after a move"; fi
 if "${MPIRUN[@]}" -np 2 "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --guidance-scale 2 \
      --class 3 --out guided >guided.log 2>&1 &&
    "$PY" -c "import h5py, numpy as np; f = h5py.File('guided/samples.h5')
-assert (f['labels'][:] == 3).all() and f.attrs['num_classes'] == 8 and f['x'].shape == (20, 2)"; then
-  pass "guidance 2 with --class 3: labels all 3, num_classes attribute"
+assert (f['labels'][:] == 3).all() and f.attrs['num_classes'] == 8 and f['x'].shape == (20, 2)
+names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs['class_names']]
+assert names == ['mode %d' % k for k in range(8)], names"; then
+  pass "guidance 2 with --class 3: labels all 3, num_classes and the training data's class_names"
 else fail "guided sampling"; cat guided.log; fi
 if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --out spread >spread.log 2>&1 &&
    "$PY" -c "import h5py, numpy as np; f = h5py.File('spread/samples.h5'); assert (f['labels'][:] == np.arange(20) % 8).all()"; then

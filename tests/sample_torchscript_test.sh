@@ -44,7 +44,7 @@ for k in [sys.argv[1], 'labels', 'indices']:
 if "${GAUSS[@]}" --num-samples 3000 --steps 100 --batch-size 16 --out g1 >g1.log 2>&1 &&
    "${MPIRUN[@]}" -np 3 "${GAUSS[@]}" --num-samples 3000 --steps 100 --batch-size 7 --out g3 >g3.log 2>&1; then
   pass "TorchScript Gaussian model samples at W=1 and W=3"
-else fail "TorchScript sampling runs"; tail -5 g1.log g3.log; fi
+else fail "TorchScript sampling runs"; tail -n 5 g1.log g3.log; fi
 if same x g1/samples.h5 g3/samples.h5; then pass "W=1 batch 16 == W=3 batch 7, bit for bit"
 else fail "TorchScript outputs differ between W=1 and W=3"; fi
 if "$PY" - g1/samples.h5 <<'PYEOF'
@@ -74,7 +74,7 @@ if "${CONV[@]}" --num-samples 20 --steps 10 --guidance-scale 1.5 --batch-size 16
 assert f['images'].dtype == np.uint8 and f['images'].shape == (20, 8, 8, 1)
 assert (f['labels'][:] == np.arange(20) % 3).all() and f.attrs['num_classes'] == 3" && [ -s c1/grid.png ]; then
   pass "conditional TorchScript image model: uint8 [20, 8, 8, 1], labels, grid.png, W=1 == W=2"
-else fail "conditional TorchScript image model"; tail -5 c1.log c2.log; fi
+else fail "conditional TorchScript image model"; tail -n 5 c1.log c2.log; fi
 
 # --- --latents: row i depends on latent row i only, at any W -------------------------------
 "$PY" -c "import h5py; f = h5py.File('lat2.h5'); h5py.File('lat2_tail.h5', 'w').create_dataset('x', data=f['x'][2:5])"
@@ -85,7 +85,7 @@ if "${GAUSS[@]}" --latents lat2.h5 --steps 50 --out l1 >l1.log 2>&1 &&
 a, b = h5py.File('l1/samples.h5')['x'][:], h5py.File('ltail/samples.h5')['x'][:]
 assert a.shape == (6, 2) and np.array_equal(a[2:5], b)"; then
   pass "--latents: N from the file, W=1 == W=3, rows 2..4 alone give the same rows"
-else fail "--latents"; tail -3 l1.log l3.log ltail.log; fi
+else fail "--latents"; tail -n 3 l1.log l3.log ltail.log; fi
 
 # --- --invert: the closed-form flow map of the Gaussian, and back --------------------------
 INV=(--steps 1000 --batch-size 64)
@@ -113,7 +113,7 @@ print(f"inversion vs closed form: max abs {err:.4f}; decode(invert(x)) vs x: max
 assert err < 0.03 and rt < 0.03, (err, rt)
 PYEOF
 then pass "--invert (W=2) matches the Gaussian's flow map; decode(invert(x)) ~ x at S=1000"
-else fail "--invert"; tail -3 inv.log dec.log; fi
+else fail "--invert"; tail -n 3 inv.log dec.log; fi
 if "${CONV[@]}" --invert imgs.h5 --steps 10 --out cinv >cinv.log 2>&1 &&
    "${CONV[@]}" --latents cinv/samples.h5 --steps 10 --out cdec >cdec.log 2>&1 &&
    "$PY" -c "import h5py, numpy as np; f = h5py.File('cinv/samples.h5'); d = h5py.File('imgs.h5')
@@ -121,7 +121,7 @@ assert f['x'].shape == (24, 1, 8, 8) and f['x'].dtype == np.float32
 assert (f['labels'][:] == d['labels'][:]).all()
 assert h5py.File('cdec/samples.h5')['images'].shape == (24, 8, 8, 1)"; then
   pass "--invert of uint8 images: latents x [N, 1, 8, 8] with the data's labels, readable by --latents"
-else fail "--invert of images"; tail -3 cinv.log cdec.log; fi
+else fail "--invert of images"; tail -n 3 cinv.log cdec.log; fi
 
 # --- --interpolate: pair-major slerp rows, equal to decoding the slerped latents -------------
 "$PY" - <<'PYEOF'
@@ -144,7 +144,7 @@ assert a.shape == (12, 2), a.shape
 assert np.abs(a - b).max() < 1e-5, np.abs(a - b).max()   # float64 slerp rounded to float32
 assert np.abs(a[0::4] - l[0::2]).max() < 1e-5 and np.abs(a[3::4] - l[1::2]).max() < 1e-5"; then
   pass "--interpolate 4: 12 rows pair-major, endpoints are the pair's decodes, equal to decoding Python's slerp"
-else fail "--interpolate"; tail -3 interp.log slerped.log; fi
+else fail "--interpolate"; tail -n 3 interp.log slerped.log; fi
 
 # --- Slurm array: P = 3 tasks at W = 1, 2, 3, at once, into one folder ---------------------
 ARR=("${CONV[@]}" --num-samples 40 --steps 5 --batch-size 6 --out arr --array-tasks 3)
@@ -157,7 +157,7 @@ if same images single/samples.h5 arr/samples.h5 && [ -s arr/grid.png ] &&
    [ -f arr/shards/task-00002-of-00003/rank-00000-of-00001.h5 ] && grep -q '"status": "complete"' arr/manifest.json &&
    [ "$(grep -l "wrote arr/samples.h5" arr?.log | wc -l)" -ge 1 ]; then
   pass "3 array tasks at W=3,2,1 running together == one W=1 run (images, labels, indices)"
-else fail "array tasks"; tail -3 arr?.log; ls -R arr; fi
+else fail "array tasks"; tail -n 3 arr?.log; ls -R arr; fi
 if "${MPIRUN[@]}" -np 3 "${ARR[@]}" --array-task 0 >arr_again.log 2>&1 && grep -q "already complete" arr_again.log; then
   pass "a task of a complete array job is left alone"
 else fail "re-run of a complete task"; cat arr_again.log; fi
