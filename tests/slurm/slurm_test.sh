@@ -5,7 +5,8 @@
 # each local rank its own entry of CUDA_VISIBLE_DEVICES; the same training under mpirun and
 # under srun is warned with USR1 (as --signal=B:USR1@T does), checkpoints, requeues itself
 # and ends with exactly the parameters, EMA and optimiser state of the uninterrupted run;
-# sampling as one MPI job and as a job array writing into one folder give the same samples.h5.
+# sampling as one MPI job and as a job array writing into one folder (one task warned and
+# requeued mid-way) give the same samples.h5.
 # Skips (exit 77) only when Slurm is not installed or its daemons cannot start.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
@@ -147,29 +148,45 @@ preempt_test() {  # LAUNCHER
 preempt_test mpirun
 preempt_test srun
 
-# --- sampling: one MPI job, and a job array into one folder ----------------------------------
-SAMPLE_ARGS=(--checkpoint run_ref --num-samples 300 --steps 20 --batch-size 64 --seed 7)
+# --- sampling: one MPI job, and a job array into one folder whose task 1 is warned ------------
+SAMPLE_ARGS=(--checkpoint run_ref --num-samples 2400 --steps 100 --batch-size 16 --seed 7)
 "${SBATCH[@]}" -o sample.out "$SRC/launch/slurm/sample.sbatch" "${SAMPLE_ARGS[@]}" --out samples_one >/dev/null
 rc=$?
-if [ "$rc" -eq 0 ] && "$PY" -c "import h5py, numpy as np; x = h5py.File('samples_one/samples.h5')['x'][:]; assert x.shape == (300, 2) and np.isfinite(x).all(), x.shape"; then
-  pass "sample.sbatch, 2 ranks: samples.h5 with 300 finite samples"
+if [ "$rc" -eq 0 ] && "$PY" -c "import h5py, numpy as np; x = h5py.File('samples_one/samples.h5')['x'][:]; assert x.shape == (2400, 2) and np.isfinite(x).all(), x.shape"; then
+  pass "sample.sbatch, 2 ranks: samples.h5 with 2400 finite samples"
 else
   fail "sample.sbatch (rc $rc)"; show_log sample.out
 fi
 if "$BIN/diffusion-sample" --help | grep -q -- --array-task; then
-  sbatch --wait --parsable --array=0-2 --ntasks-per-node=1 --time=10 -o 'array-%a.out' \
-    "$SRC/launch/slurm/sample_array.sbatch" "${SAMPLE_ARGS[@]}" --out samples_array >/dev/null
+  # diffusion-sample has no signal handler: USR1 kills it; its finished batches stay in its
+  # shard and the requeued task resumes from them.
+  RESUBMIT=1 sbatch --wait --parsable --array=0-2 --ntasks-per-node=1 --time=10 -o 'array-%a.out' \
+    "$SRC/launch/slurm/sample_array.sbatch" "${SAMPLE_ARGS[@]}" --out samples_array >array.id &
+  sb=$!
+  for _ in $(seq 1 600); do
+    grep -q "array task 1 of 3" array-1.out 2>/dev/null && break
+    sleep 0.1
+  done
+  scancel -b --signal=USR1 "$(cat array.id)_1"
+  wait "$sb"
   rc=$?
-  if [ "$rc" -eq 0 ] && "$PY" -c "
+  if [ "$rc" -eq 0 ] && grep -q "requeueing job" array-1.out &&
+     [[ "$(job_state "$(cat array.id)_1")" == *"JobState=COMPLETED Restarts=1"* ]] &&
+     [[ "$(job_state "$(cat array.id)_0")" == *"JobState=COMPLETED Restarts=0"* ]]; then
+    pass "sample_array.sbatch --array=0-2: task 1 warned, requeued, resumed ($(grep -o 'resuming after [0-9]* of [0-9]*' array-1.out | head -1))"
+  else
+    fail "sample_array.sbatch (rc $rc, task 1: $(job_state "$(cat array.id)_1"))"; for f in array-*.out; do show_log "$f"; done
+  fi
+  if "$PY" -c "
 import h5py, numpy as np
 a = h5py.File('samples_one/samples.h5'); b = h5py.File('samples_array/samples.h5')
 assert set(a.keys()) == set(b.keys()), (list(a), list(b))
 for k in a.keys():
     assert np.array_equal(a[k][:], b[k][:]), k
 print('array samples.h5 == single job:', {k: a[k].shape for k in a.keys()})"; then
-    pass "sample_array.sbatch --array=0-2: the merged samples.h5 equals the single job's"
+    pass "the array's merged samples.h5 equals the single job's"
   else
-    fail "sample_array.sbatch (rc $rc)"; for f in array-*.out; do show_log "$f"; done
+    fail "the array's samples.h5 differs from the single job's"
   fi
 else
   echo "NOTE: diffusion-sample has no --array-task yet; sample_array.sbatch not tested"
