@@ -81,7 +81,12 @@ std::optional<OptionValues> parse_option_table(int argc, char** argv, const Opti
   }
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, all), vm);
+    // Exact names only: Boost would otherwise take --num-sample for --num-samples.
+    po::store(po::command_line_parser(argc, argv)
+                  .options(all)
+                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+                  .run(),
+              vm);
   } catch (const po::error& e) {
     throw Error(fmt::format("command line: {} (see --help)", e.what()));
   }

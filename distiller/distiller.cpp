@@ -73,7 +73,16 @@ void validate(const DistillConfig& c, const TrainedModel& teacher) {
   // The data must fit the teacher (shape, labels for a conditional model), before any work.
   auto with_data = t;
   with_data.data.path = c.data;
-  validate_data_fits_model(with_data, probe_dataset(c.data));
+  const auto info = probe_dataset(c.data);
+  validate_data_fits_model(with_data, info);
+  const auto& s = info.sample_shape;  // images [H, W, C] → the model's [C, H, W]
+  const auto data_shape = info.kind == DataKind::kImages ? std::vector<int64_t>{s[2], s[0], s[1]} : s;
+  if (data_shape != t.sample_shape)
+    throw Error(fmt::format("option --data: {} holds samples of shape [{}], the teacher {} was trained on [{}]",
+                            c.data, fmt::join(data_shape, ", "), teacher.checkpoint_dir, fmt::join(t.sample_shape, ", ")));
+  if (t.num_classes > 0 && info.num_classes != t.num_classes)
+    throw Error(fmt::format("option --data: {} has {} classes, the teacher {} was conditioned on {}", c.data,
+                            info.num_classes, teacher.checkpoint_dir, t.num_classes));
 }
 
 }  // namespace

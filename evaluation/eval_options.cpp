@@ -52,7 +52,12 @@ std::optional<EvalConfig> parse_eval_options(int argc, char** argv) {
 
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, all), vm);
+    // Exact names only: Boost would otherwise take --num-sample for --num-samples.
+    po::store(po::command_line_parser(argc, argv)
+                  .options(all)
+                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+                  .run(),
+              vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw Error(fmt::format("diffusion-eval: {} (see --help)", e.what()));

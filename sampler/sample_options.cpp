@@ -19,6 +19,7 @@ namespace {
 // One declaration per option: group, name, default, help.
 const OptionSpec kOptions[] = {
     {"model", "checkpoint", "", "run folder (its latest checkpoint) or a step folder"},
+    {"fan-out", "jobs", "", "jobs file: run its [job.NAME] sampling and distillation jobs at once on slices of the ranks (docs/jobs.md); no other option with it"},
     {"model", "ema", "auto", "EMA rate of the weights, or none (raw weights); auto = the slowest"},
     {"model", "torchscript", "", "a TorchScript file instead of --checkpoint: forward(x, t) or forward(x, t, y), "
      "int64 t in 0..T-1, returning the network output; described by the next five options"},
@@ -65,7 +66,7 @@ auto to_enum(const std::string& key, const std::string& v, Parse parse) {
 
 std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   po::options_description all("diffusion-sample options");
-  for (const char* group : {"model", "input", "output", "sampler", "runtime", "slurm"}) {
+  for (const char* group : {"model", "input", "output", "sampler", "runtime", "slurm", "fan-out"}) {
     po::options_description g(group);
     for (const auto& o : kOptions)
       if (std::string(o.group) == group)
@@ -76,7 +77,12 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
 
   po::variables_map vm;
   try {
-    po::store(po::parse_command_line(argc, argv, all), vm);
+    // Exact names only: Boost would otherwise take --num-sample for --num-samples.
+    po::store(po::command_line_parser(argc, argv)
+                  .options(all)
+                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
+                  .run(),
+              vm);
     po::notify(vm);
   } catch (const po::error& e) {
     throw Error(fmt::format("diffusion-sample: {} (see --help)", e.what()));
