@@ -24,6 +24,7 @@ Where we differ on purpose (docs/sampling.md):
     paper's code). Checked: differs.
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -44,7 +45,8 @@ PREDICTION = {"eps": "epsilon", "x0": "sample", "v": "v_prediction"}
 
 torch.set_num_threads(1)
 BIN, WORK = sys.argv[1], sys.argv[2]
-os.makedirs(WORK, exist_ok=True)
+shutil.rmtree(WORK, ignore_errors=True)  # a fresh model file each run: our outputs must not be reused
+os.makedirs(WORK)
 failures = []
 
 
