@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Configures and builds everything into build/ (programs in build/bin/). Assumes setup.sh ran.
+# Configures and builds into build/ (programs in build/bin/). Assumes setup.sh ran.
+#   ./launch/build.sh                       everything, tests included
+#   ./launch/build.sh diffusion-train ...   just these targets (the demo builds the programs only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
   -DDIFFUSION_PYTHON="$PWD/.venv/bin/python" > build-configure.log 2>&1 \
   || { cat build-configure.log; exit 1; }
-cmake --build build -j "$(nproc)"
+targets=()
+for t in "$@"; do targets+=(--target "$t"); done
+cmake --build build -j "$(nproc)" "${targets[@]}"

@@ -320,10 +320,19 @@ void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayou
   const std::string samples_path = c.out + "/" + kSamplesName;
   write_virtual_samples(samples_path, all, m.num_classes, m.class_names);
   if (layout.images) {
-    const int64_t n = std::min(kGridMax, num_samples);
+    // Classes spread over the samples (i mod C) make a grid with one column per class;
+    // interpolations one row per pair of latents; anything else a square-ish grid.
+    int64_t columns = 0, n = std::min(kGridMax, num_samples);
+    if (c.interpolate > 0) {
+      columns = c.interpolate;
+      n = std::min(num_samples, columns * 8);
+    } else if (m.num_classes > 0 && !c.class_label && num_samples >= m.num_classes) {
+      columns = m.num_classes;
+      n = std::min(num_samples, columns * 10) / columns * columns;
+    }
     const auto pixels = read_first_images(samples_path, n);
     write_grid_png(c.out + "/grid.png", pixels.data(), n, layout.row_shape[0], layout.row_shape[1],
-                   layout.row_shape[2]);
+                   layout.row_shape[2], columns);
   }
   manifest["status"] = "complete";
   write_json_atomic(manifest_path, manifest);

@@ -243,8 +243,8 @@ std::vector<uint8_t> read_first_images(const std::string& path, int64_t count) {
 }
 
 void write_grid_png(const std::string& path, const uint8_t* images, int64_t count, int64_t height,
-                    int64_t width, int64_t channels) {
-  const auto cols = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(count))));
+                    int64_t width, int64_t channels, int64_t columns) {
+  const auto cols = columns > 0 ? columns : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(count))));
   const int64_t rows = (count + cols - 1) / cols;
   const int64_t gw = cols * (width + 1) - 1, gh = rows * (height + 1) - 1;
   std::vector<uint8_t> grid(static_cast<size_t>(gw * gh * channels), 0);

@@ -64,8 +64,9 @@ void write_virtual_samples(const std::string& out_path, const std::vector<ShardR
 // Reads rows [0, count) of `images` uint8 from a samples file (through the virtual dataset).
 std::vector<uint8_t> read_first_images(const std::string& path, int64_t count);
 
-// A square-ish grid of `count` HWC uint8 images (1 px gaps) as a PNG. Throws on failure.
+// A grid of `count` HWC uint8 images (1 px gaps), row-major with `columns` columns (0: a
+// square-ish grid), as a PNG. Throws on failure.
 void write_grid_png(const std::string& path, const uint8_t* images, int64_t count, int64_t height,
-                    int64_t width, int64_t channels);
+                    int64_t width, int64_t channels, int64_t columns = 0);
 
 }  // namespace diffusion
