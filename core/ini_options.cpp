@@ -88,7 +88,7 @@ std::optional<OptionValues> parse_option_table(int argc, char** argv, const Opti
                   .run(),
               vm);
   } catch (const po::error& e) {
-    throw Error(fmt::format("command line: {} (see --help)", e.what()));
+    throw Error(fmt::format("{}: {} (see --help)", table.program, e.what()));
   }
   if (vm.count("help")) {
     std::cout << all << "\n";

@@ -17,7 +17,8 @@ namespace diffusion {
 using OptionValues = std::map<std::string, std::string>;  // key → value, every key of the table
 
 struct OptionTable {
-  std::string usage;                // first line of --help
+  std::string program;              // names the program in command-line errors
+  std::string usage;                // first line(s) of --help
   std::vector<std::string> groups;  // --help and INI section order
   std::vector<OptionSpec> specs;
   bool config_file = true;          // accept --config FILE.ini

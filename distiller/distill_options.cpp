@@ -32,6 +32,7 @@ bool set_by_distiller(const std::string& key) { return key == "steps" || key == 
 const OptionTable& distill_table() {
   static const OptionTable table = [] {
     OptionTable t;
+    t.program = "diffusion-distill";
     t.usage = "mpirun -np W diffusion-distill --config FILE.ini --teacher RUN --data DATA.h5 --out DIR [--key value ...]";
     t.groups = {"distill", "data", "optimiser", "checkpoint", "logging"};
     t.specs.assign(std::begin(kDistillOptions), std::end(kDistillOptions));

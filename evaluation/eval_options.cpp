@@ -1,17 +1,16 @@
-// Boost.Program_options for diffusion-eval: one table of options with their defaults shown in
+// The option table of diffusion-eval (core/ini_options does the Boost side): defaults shown in
 // --help. Every value is read as text and converted here, so a bad value names its key.
 #include "evaluation/eval_options.h"
 
 #include <fmt/format.h>
 
-#include <boost/program_options.hpp>
-#include <iostream>
+#include <iterator>
 
 #include "core/error.h"
+#include "core/ini_options.h"
 #include "core/option_values.h"
 
 namespace diffusion {
-namespace po = boost::program_options;
 namespace {
 
 // One declaration per option: group, name, default, help.
@@ -40,34 +39,14 @@ const OptionSpec kOptions[] = {
 }  // namespace
 
 std::optional<EvalConfig> parse_eval_options(int argc, char** argv) {
-  po::options_description all("diffusion-eval options");
-  for (const char* group : {"input", "output", "features", "classifier", "mixture", "runtime"}) {
-    po::options_description g(group);
-    for (const auto& o : kOptions)
-      if (std::string(o.group) == group)
-        g.add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
-    all.add(g);
-  }
-  all.add_options()("help,h", "print this help");
-
-  po::variables_map vm;
-  try {
-    // Exact names only: Boost would otherwise take --num-sample for --num-samples.
-    po::store(po::command_line_parser(argc, argv)
-                  .options(all)
-                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
-                  .run(),
-              vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Error(fmt::format("diffusion-eval: {} (see --help)", e.what()));
-  }
-  if (vm.count("help")) {
-    std::cout << "diffusion-eval --samples S.h5 --reference R.h5 [--json OUT.json] [options]\n"
-              << all << "\n";
-    return std::nullopt;
-  }
-  const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
+  static const OptionTable table{"diffusion-eval",
+                                 "diffusion-eval --samples S.h5 --reference R.h5 [--json OUT.json] [options]",
+                                 {"input", "output", "features", "classifier", "mixture", "runtime"},
+                                 {std::begin(kOptions), std::end(kOptions)},
+                                 /*config_file=*/false};
+  const auto values = parse_option_table(argc, argv, table);
+  if (!values) return std::nullopt;
+  const auto s = [&](const char* key) { return values->at(key); };
   const auto non_negative = [&](const char* key) {
     const int64_t v = option_int(key, s(key));
     if (v < 0) throw Error(fmt::format("option --{}: {} must be >= 0", key, v));

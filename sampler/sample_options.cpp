@@ -1,19 +1,18 @@
-// Boost.Program_options for diffusion-sample: one table of options with their defaults shown
+// The option table of diffusion-sample (core/ini_options does the Boost side): defaults shown
 // in --help. Every value is read as text and converted here, so a bad value names its key.
 // Defaults that depend on the model read "auto" and are resolved after the checkpoint is read.
 #include "sampler/sample_options.h"
 
 #include <fmt/format.h>
 
-#include <boost/program_options.hpp>
+#include <iterator>
 #include <algorithm>
-#include <iostream>
 
 #include "core/error.h"
+#include "core/ini_options.h"
 #include "core/option_values.h"
 
 namespace diffusion {
-namespace po = boost::program_options;
 namespace {
 
 // One declaration per option: group, name, default, help.
@@ -65,36 +64,16 @@ auto to_enum(const std::string& key, const std::string& v, Parse parse) {
 }  // namespace
 
 std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
-  po::options_description all("diffusion-sample options");
-  for (const char* group : {"model", "input", "output", "sampler", "runtime", "slurm", "fan-out"}) {
-    po::options_description g(group);
-    for (const auto& o : kOptions)
-      if (std::string(o.group) == group)
-        g.add_options()(o.key, po::value<std::string>()->default_value(o.default_value), o.help);
-    all.add(g);
-  }
-  all.add_options()("help,h", "print this help");
-
-  po::variables_map vm;
-  try {
-    // Exact names only: Boost would otherwise take --num-sample for --num-samples.
-    po::store(po::command_line_parser(argc, argv)
-                  .options(all)
-                  .style(po::command_line_style::unix_style ^ po::command_line_style::allow_guessing)
-                  .run(),
-              vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    throw Error(fmt::format("diffusion-sample: {} (see --help)", e.what()));
-  }
-  if (vm.count("help")) {
-    std::cout << "mpirun -np W diffusion-sample --checkpoint RUN --num-samples N --out DIR [options]\n"
-              << "mpirun -np W diffusion-sample --torchscript model.pt --sample-shape 1,28,28 --num-samples N "
-                 "--out DIR [options]\n"
-              << all << "\n";
-    return std::nullopt;
-  }
-  const auto s = [&](const char* key) { return vm[key].as<std::string>(); };
+  static const OptionTable table{
+      "diffusion-sample",
+      "mpirun -np W diffusion-sample --checkpoint RUN --num-samples N --out DIR [options]\n"
+      "mpirun -np W diffusion-sample --torchscript model.pt --sample-shape 1,28,28 --num-samples N --out DIR [options]",
+      {"model", "input", "output", "sampler", "runtime", "slurm", "fan-out"},
+      {std::begin(kOptions), std::end(kOptions)},
+      /*config_file=*/false};
+  const auto values = parse_option_table(argc, argv, table);
+  if (!values) return std::nullopt;
+  const auto s = [&](const char* key) { return values->at(key); };
 
   SampleConfig c;
   c.checkpoint = s("checkpoint");

@@ -61,7 +61,7 @@ const OptionSpec kOptions[] = {
 };
 
 const OptionTable& train_table() {
-  static const OptionTable table{"diffusion-train [--config FILE.ini] [--key value ...]",
+  static const OptionTable table{"diffusion-train", "diffusion-train [--config FILE.ini] [--key value ...]",
                                  {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"},
                                  {std::begin(kOptions), std::end(kOptions)}};
   return table;
