@@ -45,9 +45,12 @@ _slurm_forward() {
   [ -n "$_slurm_launcher_pid" ] && kill -s "$1" "$_slurm_launcher_pid" 2>/dev/null
 }
 
-# slurm_run PROGRAM [ARGS...]: runs `PROGRAM ARGS --threads THREADS` on every task of the
+# slurm_run [--no-threads-option] PROGRAM [ARGS...]: runs `PROGRAM ARGS --threads THREADS`
+# (without --threads when asked; OMP_NUM_THREADS is set either way) on every task of the
 # allocation, waits, then requeues (RESUBMIT=1 after a warning) or exits with its status.
 slurm_run() {
+  local threads_option=(--threads "$THREADS")
+  [ "$1" = --no-threads-option ] && { threads_option=(); shift; }
   local program="$1"; shift
   [[ "$program" == */* ]] || program="$DIFFUSION_BIN/$program"
   [ -x "$program" ] || slurm_die "$program is not an executable (build first, or set DIFFUSION_BIN)"
@@ -63,7 +66,7 @@ slurm_run() {
       ((THREADS > 1)) && cmd+=(--map-by "slot:PE=$THREADS" --bind-to core) ;;
     *) slurm_die "LAUNCHER must be srun or mpirun, got '$LAUNCHER'" ;;
   esac
-  cmd+=("$DIFFUSION_ROOT/launch/local_rank.sh" "$program" "$@" --threads "$THREADS")
+  cmd+=("$DIFFUSION_ROOT/launch/local_rank.sh" "$program" "$@" "${threads_option[@]}")
 
   slurm_log "job ${SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}, start $(( ${SLURM_RESTART_COUNT:-0} + 1 )), ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-}, ${SLURM_NTASKS:-1} rank(s) x $THREADS thread(s), launcher $LAUNCHER, RESUBMIT=$RESUBMIT"
   slurm_log "${cmd[*]}"

@@ -5,8 +5,9 @@
 # each local rank its own entry of CUDA_VISIBLE_DEVICES; the same training under mpirun and
 # under srun is warned with USR1 (as --signal=B:USR1@T does), checkpoints, requeues itself
 # and ends with exactly the parameters, EMA and optimiser state of the uninterrupted run;
-# sampling as one MPI job and as a job array writing into one folder (one task warned and
-# requeued mid-way) give the same samples.h5.
+# distillation and a jobs file (4 ranks under mpirun) run; sampling as one MPI job and as a
+# job array writing into one folder (one task warned and requeued mid-way) give the same
+# samples.h5.
 # Skips (exit 77) only when Slurm is not installed or its daemons cannot start.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
@@ -24,7 +25,7 @@ pass() { passed=$((passed + 1)); echo "PASS: $1 ($(( $(date +%s) - T0 )) s)"; }
 fail() { failed=$((failed + 1)); echo "FAIL: $1 ($(( $(date +%s) - T0 )) s)"; }
 
 rm -rf "$WORK" && mkdir -p "$WORK"
-cleanup() { "$SRC/tests/slurm/cluster.sh" stop "$CLUSTER"; rm -rf "$WORK"; }
+cleanup() { "$SRC/tests/slurm/cluster.sh" stop "$CLUSTER"; [ -n "${SLURM_TEST_KEEP:-}" ] || rm -rf "$WORK"; }
 trap cleanup EXIT
 
 out=$("$SRC/tests/slurm/cluster.sh" start "$CLUSTER" 2>&1)
@@ -117,19 +118,25 @@ print(f"all {len(a)} tensors (model, EMA, AdamW) bit-identical at step {step_a}"
 PYEOF
 }
 
-preempt_test() {  # LAUNCHER
-  local launcher="$1" log="train_$1_preempt.out" job rc stop_step
-  LAUNCHER="$launcher" RESUBMIT=1 "${SBATCH[@]}" -o "$log" "$SRC/launch/slurm/train.sbatch" \
-    "${TRAIN_ARGS[@]}" --out "run_$launcher" >"job_$launcher.id" &
-  local sb=$!
+# Both launchers at once (the cluster has room): most of each test is Slurm's requeue delay.
+declare -A sbatch_pid
+preempt_submit() {  # LAUNCHER
+  LAUNCHER="$1" RESUBMIT=1 "${SBATCH[@]}" -o "train_$1_preempt.out" "$SRC/launch/slurm/train.sbatch" \
+    "${TRAIN_ARGS[@]}" --out "run_$1" >"job_$1.id" &
+  sbatch_pid[$1]=$!
+}
+preempt_signal() {  # LAUNCHER: USR1 to the batch shell once training is under way
   for _ in $(seq 1 600); do
-    grep -q "step 100/" "$log" 2>/dev/null && break
+    grep -q "step 100/" "train_$1_preempt.out" 2>/dev/null && break
     sleep 0.1
   done
-  job=$(cat "job_$launcher.id")
-  scancel -b --signal=USR1 "$job"
-  wait "$sb"
+  scancel -b --signal=USR1 "$(cat "job_$1.id")"
+}
+preempt_check() {  # LAUNCHER
+  local launcher="$1" log="train_$1_preempt.out" job rc stop_step
+  wait "${sbatch_pid[$launcher]}"
   rc=$?
+  job=$(cat "job_$launcher.id")
   stop_step=$(sed -n 's/.*checkpoint written at step \([0-9]*\), exiting.*/\1/p' "$log" | head -1)
   if [ "$rc" -eq 0 ] && [ -n "$stop_step" ] && ((stop_step < STEPS)) &&
      grep -q "requeueing job $job" "$log" && grep -q "resumed from run_$launcher/checkpoints/step-0*$stop_step " "$log" &&
@@ -145,32 +152,87 @@ preempt_test() {  # LAUNCHER
     fail "$launcher: requeued run differs from the uninterrupted run"
   fi
 }
-preempt_test mpirun
-preempt_test srun
+preempt_submit mpirun
+preempt_submit srun
+preempt_signal mpirun
+preempt_signal srun
+preempt_check mpirun
+preempt_check srun
+
+# --- distillation, and a jobs file fanned out over 4 ranks under mpirun -----------------------
+DISTILL_ARGS=(--teacher run_ref --data ring.h5 --start-steps 8 --target-steps 2 --steps-per-round 30 --batch-size 128 --log-every 10)
+"${SBATCH[@]}" -o distill.out "$SRC/launch/slurm/distill.sbatch" "${DISTILL_ARGS[@]}" --out distilled >/dev/null
+rc=$?
+if [ "$rc" -eq 0 ] && [ "$(cat distilled/steps-2/checkpoints/latest 2>/dev/null)" = "step-00000030" ] &&
+   grep -q "done: students distilled/steps-4, distilled/steps-2" distill.out; then
+  pass "distill.sbatch, 2 ranks: students steps-4 and steps-2"
+else
+  fail "distill.sbatch (rc $rc)"; show_log distill.out
+fi
+sample_help=$("$BIN/diffusion-sample" --help)
+if grep -q -- "--jobs" <<<"$sample_help"; then
+  cat >jobs.ini <<JOBS
+[job.distill]
+kind = distill
+ranks = 2
+teacher = run_ref
+data = ring.h5
+out = jobs_distilled
+start-steps = 8
+target-steps = 2
+steps-per-round = 30
+batch-size = 128
+
+[job.teacher]
+ranks = 1
+checkpoint = run_ref
+num-samples = 200
+steps = 20
+out = jobs_teacher
+
+[job.student]
+after = distill
+ranks = 1
+checkpoint = jobs_distilled/steps-2
+num-samples = 200
+out = jobs_student
+JOBS
+  LAUNCHER=mpirun "${SBATCH[@]}" --ntasks-per-node=4 -o jobs.out "$SRC/launch/slurm/jobs.sbatch" jobs.ini >/dev/null
+  rc=$?
+  if [ "$rc" -eq 0 ] && [ "$(grep -c ' done$' jobs.out)" -eq 3 ] &&
+     "$PY" -c "import h5py; assert h5py.File('jobs_student/samples.h5')['x'].shape == (200, 2)"; then
+    pass "jobs.sbatch, 4 ranks under mpirun: distill, teacher and student (after distill) jobs done"
+  else
+    fail "jobs.sbatch (rc $rc)"; show_log jobs.out
+  fi
+else
+  echo "NOTE: diffusion-sample has no --jobs yet; jobs.sbatch not tested"
+fi
 
 # --- sampling: one MPI job, and a job array into one folder whose task 1 is warned ------------
-SAMPLE_ARGS=(--checkpoint run_ref --num-samples 2400 --steps 100 --batch-size 16 --seed 7)
+SAMPLE_ARGS=(--checkpoint run_ref --num-samples 3600 --steps 100 --batch-size 16 --seed 7)
 "${SBATCH[@]}" -o sample.out "$SRC/launch/slurm/sample.sbatch" "${SAMPLE_ARGS[@]}" --out samples_one >/dev/null
 rc=$?
-if [ "$rc" -eq 0 ] && "$PY" -c "import h5py, numpy as np; x = h5py.File('samples_one/samples.h5')['x'][:]; assert x.shape == (2400, 2) and np.isfinite(x).all(), x.shape"; then
-  pass "sample.sbatch, 2 ranks: samples.h5 with 2400 finite samples"
+if [ "$rc" -eq 0 ] && "$PY" -c "import h5py, numpy as np; x = h5py.File('samples_one/samples.h5')['x'][:]; assert x.shape == (3600, 2) and np.isfinite(x).all(), x.shape"; then
+  pass "sample.sbatch, 2 ranks: samples.h5 with 3600 finite samples"
 else
   fail "sample.sbatch (rc $rc)"; show_log sample.out
 fi
-if "$BIN/diffusion-sample" --help | grep -q -- --array-task; then
+if grep -q -- --array-task <<<"$sample_help"; then
   # diffusion-sample has no signal handler: USR1 kills it; its finished batches stay in its
   # shard and the requeued task resumes from them.
   RESUBMIT=1 sbatch --wait --parsable --array=0-2 --ntasks-per-node=1 --time=10 -o 'array-%a.out' \
     "$SRC/launch/slurm/sample_array.sbatch" "${SAMPLE_ARGS[@]}" --out samples_array >array.id &
   sb=$!
   for _ in $(seq 1 600); do
-    grep -q "array task 1 of 3" array-1.out 2>/dev/null && break
+    # The first progress line (after 2 s) means finished batches are in the task's shard.
+    grep -q "samples of task 1," array-1.out 2>/dev/null && break
     sleep 0.1
   done
   scancel -b --signal=USR1 "$(cat array.id)_1"
   wait "$sb"
   rc=$?
-  if [ "$rc" -eq 0 ] && grep -q "requeueing job" array-1.out &&
+  if [ "$rc" -eq 0 ] && grep -q "requeueing job" array-1.out && grep -q "resuming after [1-9]" array-1.out &&
      [[ "$(job_state "$(cat array.id)_1")" == *"JobState=COMPLETED Restarts=1"* ]] &&
      [[ "$(job_state "$(cat array.id)_0")" == *"JobState=COMPLETED Restarts=0"* ]]; then
     pass "sample_array.sbatch --array=0-2: task 1 warned, requeued, resumed ($(grep -o 'resuming after [0-9]* of [0-9]*' array-1.out | head -1))"
