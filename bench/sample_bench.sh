@@ -10,11 +10,12 @@
 # the peer times its loop the same way. Builds nothing: run ./launch/build.sh first. Prints a
 # markdown table (also written to runs/sample_bench/table.md); logs stay in runs/sample_bench/.
 #
-# Environment overrides: N (64), BATCH (64), STEPS (50), CORE (0), THREADS (1).
+# Environment overrides: N (64), BATCH (64), STEPS (50), CORE (0), THREADS (1), ROUNDS (1; the
+# best of the rounds is reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-N=${N:-64} BATCH=${BATCH:-64} STEPS=${STEPS:-50} CORE=${CORE:-0} THREADS=${THREADS:-1}
+N=${N:-64} BATCH=${BATCH:-64} STEPS=${STEPS:-50} CORE=${CORE:-0} THREADS=${THREADS:-1} ROUNDS=${ROUNDS:-1}
 PY=${PY:-$PWD/.venv/bin/python}
 BIN=build/bin
 OUT=runs/sample_bench
@@ -23,6 +24,7 @@ CONFIG=configs/fashion_mnist.ini
 for f in "$BIN/diffusion-sample" "$BIN/diffusion-train" "$PY"; do
   [[ -x $f ]] || { echo "sample_bench: $f is missing; run ./launch/setup.sh and ./launch/build.sh" >&2; exit 1; }
 done
+CORES=$(nproc)  # before OMP_NUM_THREADS is set: nproc honours it
 export OMP_NUM_THREADS=$THREADS OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 PIN=(taskset -c "$CORE")
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -51,18 +53,27 @@ ours() {  # ours TAG MODEL-ARGS... → samples/s from the last progress line
     { tail -20 "$OUT/$tag.log" >&2; exit 1; }
   sed -n 's/.* \([0-9.]*\) samples\/s.*/\1/p' "$OUT/$tag.log" | tail -1
 }
-ours_ts=$(ours ours_ts --torchscript "$OUT/unet.pt" --sample-shape 1,28,28 --num-classes 10)
-ours_native=$(ours ours_native --checkpoint "$OUT/run")
-"${PIN[@]}" "$PY" bench/sample_peer.py run --model "$OUT/unet.pt" --num-samples "$N" --batch-size "$BATCH" \
-  --steps "$STEPS" --threads "$THREADS" >"$OUT/peer.log" 2>&1 || { cat "$OUT/peer.log" >&2; exit 1; }
-peer=$(sed -n 's/^ddim //p' "$OUT/peer.log")
-forward=$(sed -n 's/^forward //p' "$OUT/peer.log")
+# ROUNDS rounds, the three programs in turn in each; the best rate of each over the rounds (load
+# from other processes only ever slows a run down).
+best() { "$PY" -c "import sys; print(max(float(v) for v in sys.argv[1:]))" "$@"; }
+ts_rates=() native_rates=() peer_rates=() forward_rates=()
+for round in $(seq 1 "$ROUNDS"); do
+  ts_rates+=("$(ours "ours_ts_$round" --torchscript "$OUT/unet.pt" --sample-shape 1,28,28 --num-classes 10)")
+  "${PIN[@]}" "$PY" bench/sample_peer.py run --model "$OUT/unet.pt" --num-samples "$N" --batch-size "$BATCH" \
+    --steps "$STEPS" --threads "$THREADS" >"$OUT/peer_$round.log" 2>&1 || { cat "$OUT/peer_$round.log" >&2; exit 1; }
+  peer_rates+=("$(sed -n 's/^ddim //p' "$OUT/peer_$round.log")")
+  forward_rates+=("$(sed -n 's/^forward //p' "$OUT/peer_$round.log")")
+  native_rates+=("$(ours "ours_native_$round" --checkpoint "$OUT/run")")
+done
+ours_ts=$(best "${ts_rates[@]}") ours_native=$(best "${native_rates[@]}")
+peer=$(best "${peer_rates[@]}") forward=$(best "${forward_rates[@]}")
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ratio() { "$PY" -c "print(f'{$1 / $2:.2f}')"; }
 {
-  echo "Machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1); torch $("$PY" -c 'import torch; print(torch.__version__)'); diffusers $("$PY" -c 'import diffusers; print(diffusers.__version__)');"
-  echo "commit $(git rev-parse --short HEAD); DDIM-$STEPS, N = $N, batch $BATCH, $THREADS thread(s), pinned to core $CORE;"
+  echo "Machine: $CORES cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1); torch $("$PY" -c 'import torch; print(torch.__version__)'); diffusers $("$PY" -c 'import diffusers; print(diffusers.__version__)');"
+  echo "commit $(git rev-parse --short HEAD); DDIM-$STEPS, N = $N, batch $BATCH, $THREADS thread(s), pinned to core $CORE, best of $ROUNDS round(s);"
+  echo "rates per round: ours TorchScript ${ts_rates[*]}; ours native ${native_rates[*]}; peer ${peer_rates[*]}; forward ${forward_rates[*]};"
   echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER (anything else running on the core skews the numbers)."
   echo
   echo "| sampler | network | samples/s | vs peer | vs forward alone |"
