@@ -79,6 +79,9 @@ SlurmdPidFile=${dir}/slurmd.daemon.pid
 SlurmctldDebug=info
 SlurmdDebug=info
 SchedulerParameters=sched_interval=2
+# sbatch --wait polls every 2 s only while 2 < MinJobAge/2 fails (else 2, 8, then every 32 s);
+# a finished job's record then lives 4 s: read results from files, not from scontrol.
+MinJobAge=4
 ${node} NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=debug Nodes=${host} Default=YES MaxTime=INFINITE State=UP
 CONF
