@@ -15,7 +15,9 @@ usage: launch/mpirun.sh -n RANKS [-t THREADS] [-b core|none] [--dry-run] PROGRAM
                RANKS*THREADS exceeds the cores); none: no binding
   --dry-run    print the mpirun command instead of running it
 Adds --allow-run-as-root only when run as root and --oversubscribe only when RANKS exceeds
-the cores (binding is then off). Other mpirun options: set OMPI_MCA_* in the environment.
+the cores (binding is then off). Each rank runs through launch/local_rank.sh: with several
+GPUs, local rank r sees only GPU r (CUDA_VISIBLE_DEVICES). Other mpirun options: set
+OMPI_MCA_* in the environment.
 USAGE
 }
 
@@ -59,6 +61,8 @@ prog=("$@")
 has_threads=0
 for a in "${prog[@]:1}"; do [[ "$a" == --threads || "$a" == --threads=* ]] && has_threads=1; done
 ((has_threads)) || prog+=(--threads "$threads")
+# Each rank starts through local_rank.sh, which gives it its own GPU on a multi-GPU machine.
+prog=("$(cd "$(dirname "$0")" && pwd)/local_rank.sh" "${prog[@]}")
 
 if ((dry)); then echo "${cmd[*]} ${prog[*]}"; exit 0; fi
 exec "${cmd[@]}" "${prog[@]}"
