@@ -44,6 +44,9 @@ _slurm_forward() {
   slurm_log "got SIG$1: forwarding it to the ranks (launcher pid $_slurm_launcher_pid)"
   [ -n "$_slurm_launcher_pid" ] && kill -s "$1" "$_slurm_launcher_pid" 2>/dev/null
 }
+# From here on: a warning that comes before the launcher starts must not kill the shell.
+trap '_slurm_forward USR1' USR1
+trap '_slurm_forward TERM' TERM
 
 # slurm_run [--no-threads-option] PROGRAM [ARGS...]: runs `PROGRAM ARGS --threads THREADS`
 # (without --threads when asked; OMP_NUM_THREADS is set either way) on every task of the
@@ -70,22 +73,25 @@ slurm_run() {
 
   slurm_log "job ${SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}, start $(( ${SLURM_RESTART_COUNT:-0} + 1 )), ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-}, ${SLURM_NTASKS:-1} rank(s) x $THREADS thread(s), launcher $LAUNCHER, RESUBMIT=$RESUBMIT"
   slurm_log "${cmd[*]}"
-  trap '_slurm_forward USR1' USR1
-  trap '_slurm_forward TERM' TERM
-  # In the background so the shell can run its traps while the ranks work (bash defers traps
-  # until a foreground command returns).
-  "${cmd[@]}" &
-  _slurm_launcher_pid=$!
-  local rc seen
-  while :; do
-    seen=$_slurm_signals
-    wait "$_slurm_launcher_pid"
-    rc=$?
-    # wait returns early (status > 128) when a trapped signal arrives: wait again.
-    ((rc > 128 && _slurm_signals != seen)) || break
-  done
+  local rc=0 seen
+  if ((_slurm_signals == 0)); then
+    # In the background so the shell can run its traps while the ranks work (bash defers
+    # traps until a foreground command returns).
+    "${cmd[@]}" &
+    _slurm_launcher_pid=$!
+    while :; do
+      seen=$_slurm_signals
+      wait "$_slurm_launcher_pid"
+      rc=$?
+      # wait returns early (status > 128) when a trapped signal arrives: wait again.
+      ((rc > 128 && _slurm_signals != seen)) || break
+    done
+    slurm_log "launcher exited with status $rc"
+  else
+    rc=143
+    slurm_log "signalled before the launch: not starting the program"
+  fi
   trap - USR1 TERM
-  slurm_log "launcher exited with status $rc"
 
   if ((_slurm_warned)); then
     if ((RESUBMIT)); then
