@@ -16,7 +16,8 @@ BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
 SRC="${DIFFUSION_SOURCE:?}"
 PY="${DIFFUSION_PYTHON:-python3}"
 WORK="${DIFFUSION_TEST_DATA:-/tmp}/slurm_test-$$"
-CLUSTER="$WORK/cluster"
+# The cluster's state under /tmp: munged, running as the munge user, must reach its socket.
+CLUSTER=$(mktemp -d /tmp/diffusion-slurm-XXXXXX)
 T0=$(date +%s)
 
 passed=0
