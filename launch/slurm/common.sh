@@ -60,7 +60,7 @@ slurm_run() {
   local cmd=()
   case "$LAUNCHER" in
     srun)
-      # Since Slurm 22.05 srun does not inherit --cpus-per-task from the batch job: pass it on.
+      # Slurm 22.11 and later do not pass the batch job's --cpus-per-task on to srun: say it.
       cmd=(srun --mpi=pmix --kill-on-bad-exit=1 --cpus-per-task="$THREADS" ${SRUN_ARGS:-}) ;;
     mpirun)
       # Without -np mpirun starts one rank per task of the allocation, across its nodes.
