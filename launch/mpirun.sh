@@ -9,7 +9,7 @@ usage() {
 usage: launch/mpirun.sh -n RANKS [-t THREADS] [-b core|none] [--dry-run] PROGRAM [ARGS...]
   -n RANKS     MPI ranks (processes)
   -t THREADS   intra-op threads per rank: sets OMP_NUM_THREADS and appends --threads THREADS
-               to the program's arguments unless they already contain --threads
+               to the program's arguments unless they already contain --threads (or --jobs)
                (default: cores / RANKS, at least 1)
   -b BINDING   core (default): each rank bound to its own THREADS cores (to one core when
                RANKS*THREADS exceeds the cores); none: no binding
@@ -59,7 +59,8 @@ fi
 
 prog=("$@")
 has_threads=0
-for a in "${prog[@]:1}"; do [[ "$a" == --threads || "$a" == --threads=* ]] && has_threads=1; done
+# A jobs file (diffusion-sample --jobs) holds every option, threads included, per job.
+for a in "${prog[@]:1}"; do [[ "$a" == --threads || "$a" == --threads=* || "$a" == --jobs || "$a" == --jobs=* ]] && has_threads=1; done
 ((has_threads)) || prog+=(--threads "$threads")
 # Each rank starts through local_rank.sh, which gives it its own GPU on a multi-GPU machine.
 prog=("$(cd "$(dirname "$0")" && pwd)/local_rank.sh" "${prog[@]}")
