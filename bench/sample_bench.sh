@@ -11,7 +11,7 @@
 # markdown table (also written to runs/sample_bench/table.md); logs stay in runs/sample_bench/.
 #
 # Environment overrides: N (64), BATCH (64), STEPS (50), CORE (0), THREADS (1), ROUNDS (1; the
-# best of the rounds is reported).
+# median of the rounds is reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,9 +53,9 @@ ours() {  # ours TAG MODEL-ARGS... → samples/s from the last progress line
     { tail -20 "$OUT/$tag.log" >&2; exit 1; }
   sed -n 's/.* \([0-9.]*\) samples\/s.*/\1/p' "$OUT/$tag.log" | tail -1
 }
-# ROUNDS rounds, the three programs in turn in each; the best rate of each over the rounds (load
-# from other processes only ever slows a run down).
-best() { "$PY" -c "import sys; print(max(float(v) for v in sys.argv[1:]))" "$@"; }
+# ROUNDS rounds, the three programs in turn in each; the median rate of each over the rounds
+# (robust to a round that a co-running process slowed down or left alone).
+median() { "$PY" -c "import sys, statistics; print(statistics.median(float(v) for v in sys.argv[1:]))" "$@"; }
 ts_rates=() native_rates=() peer_rates=() forward_rates=()
 for round in $(seq 1 "$ROUNDS"); do
   ts_rates+=("$(ours "ours_ts_$round" --torchscript "$OUT/unet.pt" --sample-shape 1,28,28 --num-classes 10)")
@@ -65,14 +65,14 @@ for round in $(seq 1 "$ROUNDS"); do
   forward_rates+=("$(sed -n 's/^forward //p' "$OUT/peer_$round.log")")
   native_rates+=("$(ours "ours_native_$round" --checkpoint "$OUT/run")")
 done
-ours_ts=$(best "${ts_rates[@]}") ours_native=$(best "${native_rates[@]}")
-peer=$(best "${peer_rates[@]}") forward=$(best "${forward_rates[@]}")
+ours_ts=$(median "${ts_rates[@]}") ours_native=$(median "${native_rates[@]}")
+peer=$(median "${peer_rates[@]}") forward=$(median "${forward_rates[@]}")
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 ratio() { "$PY" -c "print(f'{$1 / $2:.2f}')"; }
 {
   echo "Machine: $CORES cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1); torch $("$PY" -c 'import torch; print(torch.__version__)'); diffusers $("$PY" -c 'import diffusers; print(diffusers.__version__)');"
-  echo "commit $(git rev-parse --short HEAD); DDIM-$STEPS, N = $N, batch $BATCH, $THREADS thread(s), pinned to core $CORE, best of $ROUNDS round(s);"
+  echo "commit $(git rev-parse --short HEAD); DDIM-$STEPS, N = $N, batch $BATCH, $THREADS thread(s), pinned to core $CORE, median of $ROUNDS round(s);"
   echo "rates per round: ours TorchScript ${ts_rates[*]}; ours native ${native_rates[*]}; peer ${peer_rates[*]}; forward ${forward_rates[*]};"
   echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER (anything else running on the core skews the numbers)."
   echo
