@@ -5,21 +5,12 @@
 # DIFFUSION_PYTHON set.
 set -euo pipefail
 
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}/diffusion-data"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/data_cli_test-$$"
+source "$(dirname "$0")/cli_common.sh" data_cli_test
+BIN="$BIN/diffusion-data"
 FMNIST=/usr/share/datasets/fashion-mnist
 IMAGES="$FMNIST/train-images-idx3-ubyte.gz"
 LABELS="$FMNIST/train-labels-idx1-ubyte.gz"
 
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK"
-mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
 
 # --- make-toy and inspect: need nothing but the binary -------------------------------------
 if "$BIN" make-toy --kind gmm-ring --num 2000 --seed 3 --out "$WORK/toy.h5" &&
@@ -135,5 +126,4 @@ assert im.chunks[0] > 0 and im.maxshape[0] is None
   fi
 fi
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

@@ -9,28 +9,15 @@
 # both complete; a bad jobs file fails before any work.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
-
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
-SRC="${DIFFUSION_SOURCE:?}"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/distill_cli_test-$$"
-MPI=(mpirun --oversubscribe)
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK" && mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/cli_common.sh" distill_cli_test
+MPI=("${MPIRUN[@]}")
 "$BIN/diffusion-data" make-toy --kind gmm-ring --num 20000 --seed 0 --out "$WORK/ring.h5" >/dev/null
 
 # --- the teacher: toy_2d (eps prediction), shortened -------------------------------------------
 if ! "${MPI[@]}" -np 2 "$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --data "$WORK/ring.h5" \
     --out "$WORK/teacher" --steps 1500 --threads 1 --log-every 500 >"$WORK/teacher.log" 2>&1; then
   fail "teacher training (log follows)"; cat "$WORK/teacher.log"
-  echo "$passed passed, $failed failed"; exit 1
+  finish; exit 1
 fi
 
 # Boost refuses an option given twice, so each command spells out teacher, data and steps.
@@ -212,5 +199,4 @@ bad_jobs "too many ranks" "ask for 4 ranks" 's/^ranks = 2$/ranks = 3/'
 bad_jobs "unknown key in a job" "num-sample'" 's/^num-samples = 500$/num-sample = 500/'
 bad_jobs "unknown job in after" "no job of that name" 's/^after = distill$/after = distil/'
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

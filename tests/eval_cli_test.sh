@@ -8,19 +8,8 @@
 # NumPy. Bad input fails with a message naming the file.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON set.
 set -uo pipefail
-
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/eval_cli_test-$$"
+source "$(dirname "$0")/cli_common.sh" eval_cli_test
 FMNIST=/usr/share/datasets/fashion-mnist
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK" && mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
 cd "$WORK" || exit 1
 
 EVAL=("$BIN/diffusion-eval" --threads 1 --classifier-train-rows 3000 --classifier-epochs 2)
@@ -253,5 +242,4 @@ expect_fail "not HDF5" "junk.h5" -- "${EVAL[@]}" --samples junk.h5 --reference r
 expect_fail "--gmm-modes without --gmm-std" "--gmm-std" -- \
   "${EVAL[@]}" --samples missing.h5 --reference ring.h5 --gmm-modes 8
 
-echo "eval_cli_test: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

@@ -6,20 +6,8 @@
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
 
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
-SRC="${DIFFUSION_SOURCE:?}"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/train_cli_test-$$"
-MPIRUN=(mpirun -np 2 --oversubscribe)
-[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK" && mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/cli_common.sh" train_cli_test
+MPIRUN+=(-np 2)
 "$BIN/diffusion-data" make-toy --kind gmm-ring --num 20000 --seed 0 --out "$WORK/ring.h5" >/dev/null
 
 BASE=("${MPIRUN[@]}" "$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --threads 1 --log-every 50)
@@ -135,5 +123,4 @@ else
   fail "one-rank failure (rc $rc after ${took}s)"; cat "$WORK/nan.log"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
