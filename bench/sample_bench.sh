@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Side-by-side DDIM-50 sampling throughput: diffusion-sample against a PyTorch loop over diffusers'
 # DDIMScheduler (bench/sample_peer.py), on the Fashion-MNIST UNet of configs/fashion_mnist.ini
-# (class-conditional, 1,624,577 parameters, 28x28x1), same batch, one thread, both pinned to the
-# same core, in one run. Three timings of N samples each:
+# (class-conditional, 28x28x1; 1,624,577 parameters in the measured run, 1,114,209 with the
+# 1-block config now), same batch, one thread, both pinned to the same core, in one run.
+# Three timings of N samples each:
 #   ours_ts      diffusion-sample --torchscript unet.pt (the peer's network, traced to TorchScript)
 #   ours_native  diffusion-sample --checkpoint (our C++ UNet, same architecture, from a 1-step run)
 #   peer         the diffusers loop over the same unet.pt, and that network's forward passes alone

@@ -7,20 +7,7 @@
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
 
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
-SRC="${DIFFUSION_SOURCE:?}"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/sample_cli_test-$$"
-MPIRUN=(mpirun --oversubscribe)
-[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK" && mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/cli_common.sh" sample_cli_test
 cd "$WORK" || exit 1
 "$BIN/diffusion-data" make-toy --kind gmm-ring --num 5000 --seed 0 --out ring.h5 >/dev/null
 
@@ -157,14 +144,6 @@ else
 fi
 
 # --- refusals and bad input: non-zero exit, a message naming the key or file, nothing written --
-expect_fail() {  # expect_fail NAME PATTERN OUTDIR COMMAND...
-  local name=$1 pattern=$2 out=$3
-  shift 3
-  if "$@" >bad.log 2>&1; then fail "$name: exit 0"; return; fi
-  if ! grep -q -- "$pattern" bad.log; then fail "$name: no '$pattern' in: $(cat bad.log)"; return; fi
-  if [ -n "$out" ] && [ -e "$out" ]; then fail "$name: $out was written"; return; fi
-  pass "$name"
-}
 expect_fail "another command on the same folder is refused" "different command" "" \
   "${SAMPLE[@]}" --num-samples 50 --batch-size 16 --seed 1 --out w1_ddim
 mkdir -p nomanifest/checkpoints/step-00000010
@@ -182,5 +161,4 @@ expect_fail "N <= 0" "num-samples" bad_out "${SAMPLE[@]}" --num-samples 0 --out 
 expect_fail "learned variance on a fixed-variance model" "variance" bad_out "${SAMPLE[@]}" --sampler ddpm \
   --variance learned --num-samples 5 --out bad_out
 
-echo "sample_cli_test: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -10,20 +10,7 @@
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
 
-BIN="${DIFFUSION_BIN:?DIFFUSION_BIN must point at build/bin}"
-SRC="${DIFFUSION_SOURCE:?}"
-PY="${DIFFUSION_PYTHON:-python3}"
-WORK="${DIFFUSION_TEST_DATA:-/tmp}/sample_torchscript_test-$$"
-MPIRUN=(mpirun --oversubscribe)
-[ "$(id -u)" -eq 0 ] && MPIRUN+=(--allow-run-as-root)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1"; }
-
-rm -rf "$WORK" && mkdir -p "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+source "$(dirname "$0")/cli_common.sh" sample_torchscript_test
 cd "$WORK" || exit 1
 M=("$PY" "$SRC/tests/sample_models.py")
 "${M[@]}" gauss gauss.pt && "${M[@]}" conv conv.pt && "${M[@]}" gauss-data data.h5 200 &&
@@ -168,14 +155,6 @@ if [ -f arr2/manifest.json ] && [ ! -f arr2/samples.h5 ] && grep -q "1 of 2 task
 else fail "partial array job"; cat arr2a.log; fi
 
 # --- refusals and bad input: non-zero exit, a message naming the key or file, nothing written --
-expect_fail() {  # expect_fail NAME PATTERN OUTDIR COMMAND...
-  local name=$1 pattern=$2 out=$3
-  shift 3
-  if "$@" >bad.log 2>&1; then fail "$name: exit 0"; return; fi
-  if ! grep -q -- "$pattern" bad.log; then fail "$name: no '$pattern' in: $(cat bad.log)"; return; fi
-  if [ -n "$out" ] && [ -e "$out" ]; then fail "$name: $out was written"; return; fi
-  pass "$name"
-}
 expect_fail "task resumed with another W" "resume it with 2 ranks" "" "${ARR2[@]}" --array-task 1
 expect_fail "another P on the same folder" "array_tasks" "" "${CONV[@]}" --num-samples 40 --steps 5 --out arr2 \
   --array-tasks 3 --array-task 0
@@ -212,5 +191,4 @@ expect_fail "--latents and --invert together" "exclude" bad_out "${GAUSS[@]}" --
 expect_fail "both --checkpoint and --torchscript" "one of" bad_out "${GAUSS[@]}" --checkpoint . --num-samples 4 \
   --out bad_out
 
-echo "sample_torchscript_test: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
