@@ -2,6 +2,7 @@
 // exception on any rank is logged with the rank and takes the whole job down (MPI_Abort).
 #include <exception>
 
+#include "core/allocator.h"
 #include "core/mpi_communicator.h"
 #include "core/mpi_session.h"
 #include "distiller/distill_options.h"
@@ -9,6 +10,7 @@
 #include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
+  diffusion::tune_allocator();
   diffusion::MpiSession mpi(&argc, &argv);
   try {
     const auto config = diffusion::parse_distill_options(argc, argv);

@@ -3,10 +3,12 @@
 #include <cstdio>
 #include <exception>
 
+#include "core/allocator.h"
 #include "evaluation/eval_options.h"
 #include "evaluation/evaluation.h"
 
 int main(int argc, char** argv) {
+  diffusion::tune_allocator();
   try {
     const auto config = diffusion::parse_eval_options(argc, argv);
     if (!config) return 0;

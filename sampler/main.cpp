@@ -3,6 +3,7 @@
 // (MPI_Abort).
 #include <exception>
 
+#include "core/allocator.h"
 #include "core/log.h"
 #include "core/mpi_session.h"
 #include "sampler/generation.h"
@@ -12,6 +13,7 @@
 #include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
+  diffusion::tune_allocator();
   diffusion::MpiSession mpi(&argc, &argv);
   try {
     int world_size = 0;

@@ -2,12 +2,14 @@
 // any rank is logged with the rank and takes the whole job down (MPI_Abort).
 #include <exception>
 
+#include "core/allocator.h"
 #include "core/mpi_communicator.h"
 #include "core/mpi_session.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
+  diffusion::tune_allocator();
   diffusion::MpiSession mpi(&argc, &argv);
   try {
     const auto config = diffusion::parse_train_options(argc, argv);
