@@ -2,6 +2,7 @@
 // an ordinary trainer run whose config is the teacher's [model] and [diffusion] sections with
 // the student's prediction, the distiller's trainer options, and a [distilled] section with the
 // student's sampling grid, which diffusion-sample reads to sample it on its own grid.
+#include "core/atomic_file.h"
 #include "distiller/distiller.h"
 
 #include <fmt/format.h>
@@ -94,7 +95,7 @@ DistillResult run_distillation(const DistillConfig& c, MPI_Comm comm, Communicat
   const bool rank0 = communicator.rank() == 0;
   if (rank0) {
     fs::create_directories(c.out);
-    std::ofstream(c.out + "/distill.ini") << c.resolved_text;
+    write_file_atomic(c.out + "/distill.ini", c.resolved_text);
     log0("[distill] resolved config (saved to {}/distill.ini):\n{}", c.out, c.resolved_text);
   }
   log0("[distill] teacher {} (step {}, weights {}); rounds {} → {} steps, {} optimiser steps each",
@@ -135,12 +136,7 @@ DistillResult run_distillation(const DistillConfig& c, MPI_Comm comm, Communicat
                       {"teacher_weights", teacher.ema},
                       {"run", config.checkpoint.out},
                       {"timesteps", student_timesteps(teacher.train.diffusion.schedule.timesteps, steps)}});
-    if (rank0) {
-      std::ofstream out(c.out + "/distill.json.tmp");
-      out << nlohmann::json{{"rounds", rounds}}.dump(2) << "\n";
-      out.close();
-      fs::rename(c.out + "/distill.json.tmp", c.out + "/distill.json");
-    }
+    if (rank0) write_file_atomic(c.out + "/distill.json", nlohmann::json{{"rounds", rounds}}.dump(2) + "\n");
     result.students.push_back(config.checkpoint.out);
     teacher_path = config.checkpoint.out;
   }

@@ -1,5 +1,6 @@
 // The evaluation pipeline (see evaluation.h): which metrics apply depends on the data (images
 // or vectors, labels or not, a known mixture or not); each is computed by its own module.
+#include "core/atomic_file.h"
 #include "evaluation/evaluation.h"
 
 #include <fmt/format.h>
@@ -73,17 +74,10 @@ nlohmann::json set_json(const EvalSet& set, int64_t rows_used) {
 }
 
 void write_json_atomic(const std::string& path, const nlohmann::json& report) {
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  {
-    std::ofstream out(tmp);
-    out << report.dump(2) << "\n";
-    if (!out.flush()) throw Error(fmt::format("--json '{}': cannot write '{}'", path, tmp));
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(fmt::format("--json '{}': cannot rename the finished file into place", path));
+  try {
+    write_file_atomic(path, report.dump(2) + "\n");
+  } catch (const Error& e) {
+    throw Error(fmt::format("--json '{}': {}", path, e.what()));
   }
 }
 

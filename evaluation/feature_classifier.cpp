@@ -1,4 +1,5 @@
 // Training, caching and applying the evaluation classifier (see feature_classifier.h).
+#include "core/atomic_file.h"
 #include "evaluation/feature_classifier.h"
 
 #include <fmt/format.h>
@@ -108,16 +109,6 @@ nlohmann::json cache_key(const EvalSet& reference, const ClassifierSettings& s) 
   };
 }
 
-// Writes `text` to `path` through a temporary name and a rename.
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) throw Error(fmt::format("cannot write '{}'", tmp));
-  }
-  fs::rename(tmp, path);
-}
 
 double accuracy(ClassifierNet& net, const torch::Tensor& x, const torch::Tensor& y, int64_t batch) {
   torch::NoGradGuard no_grad;
@@ -255,7 +246,7 @@ struct FeatureClassifier::Impl {
             {"heldout_rows", info.heldout_rows},
             {"heldout_accuracy", info.heldout_accuracy},
             {"train_seconds", info.train_seconds}}}};
-      write_text_atomic(sidecar, meta.dump(2) + "\n");
+      write_file_atomic(sidecar, meta.dump(2) + "\n");
       info.cached = true;
       log0("[eval] classifier cached in {}", info.cache_path);
     } catch (const std::exception& e) {

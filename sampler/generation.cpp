@@ -9,6 +9,7 @@
 //   4. after a barrier rank 0 checks its task's shards and marks the task complete; the task
 //      that completes the set writes samples.h5 (the virtual dataset over every task's
 //      shards), grid.png, and marks the manifest complete.
+#include "core/atomic_file.h"
 #include "sampler/generation.h"
 
 #include <fmt/format.h>
@@ -173,16 +174,6 @@ json read_json(const std::string& path) {
   }
 }
 
-void write_json_atomic(const std::string& path, const json& j) {
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  {
-    std::ofstream out(tmp);
-    out << j.dump(2) << "\n";
-    if (!out.flush()) throw Error(fmt::format("{}: cannot write", tmp));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw Error(fmt::format("{}: cannot write: {}", path, std::strerror(errno)));
-}
 
 std::string first_difference(const json& old_settings, const json& settings) {
   for (const auto& [key, value] : settings.items()) {
@@ -259,7 +250,7 @@ Start prepare_output(const std::string& out, const json& manifest, const std::st
   current["tasks"][task_key] = task;
   fs::create_directories(out + "/" + task["shard_folder"].get<std::string>(), ec);
   if (ec) throw Error(fmt::format("option --out: cannot create the shard folder in {}: {}", out, ec.message()));
-  write_json_atomic(manifest_path, current);
+  write_file_atomic(manifest_path, current.dump(2) + "\n");
   return Start::kGenerate;
 }
 
@@ -304,7 +295,7 @@ void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayou
     }
   }
   if (complete_tasks < c.array_tasks) {
-    write_json_atomic(manifest_path, manifest);
+    write_file_atomic(manifest_path, manifest.dump(2) + "\n");
     log0("[sample] task {} of {} complete; {} of {} tasks done, samples.h5 follows with the last", c.array_task,
          c.array_tasks, complete_tasks, c.array_tasks);
     return;
@@ -335,7 +326,7 @@ void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayou
                    layout.row_shape[2], columns);
   }
   manifest["status"] = "complete";
-  write_json_atomic(manifest_path, manifest);
+  write_file_atomic(manifest_path, manifest.dump(2) + "\n");
   log0("[sample] wrote {} ({} samples)", samples_path, num_samples);
 }
 

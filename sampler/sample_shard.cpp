@@ -1,4 +1,5 @@
 // Shard files, their progress records and the virtual samples.h5 (see sample_shard.h).
+#include "core/atomic_file.h"
 #include "sampler/sample_shard.h"
 
 #include <fmt/format.h>
@@ -38,19 +39,6 @@ std::vector<hsize_t> dims_of(int64_t rows, const std::vector<int64_t>& row_shape
 
 std::string progress_path(const std::string& shard) { return shard + ".progress"; }
 
-// Replaces `path` by a file holding `text`, atomically (temporary file, fsync, rename).
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = fmt::format("{}.tmp-{}", path, ::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(fmt::format("{}: cannot write: {}", tmp, std::strerror(errno)));
-  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-                  ::fsync(::fileno(f)) == 0;
-  std::fclose(f);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(fmt::format("{}: cannot write: {}", path, std::strerror(errno)));
-  }
-}
 
 // A contiguous dataset allocated at creation and never filled: rows are written once, in
 // place, so writing a batch never touches the file's metadata.

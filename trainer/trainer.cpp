@@ -4,6 +4,7 @@
 // give the same run at W = 1, 2, 4, up to float32 reduction round-off. Dropout masks are the
 // exception: they come from LibTorch's generator, reseeded per (seed, step, rank), so with
 // dropout > 0 runs at different W agree in distribution only (resume stays bit-identical).
+#include "core/atomic_file.h"
 #include "trainer/trainer.h"
 
 #include <fmt/ranges.h>
@@ -186,14 +187,6 @@ std::optional<std::string> agree_on_checkpoint(MPI_Comm comm, const std::string&
   return chosen;
 }
 
-void write_text_atomically(const std::string& path, const std::string& text) {
-  {
-    std::ofstream out(path + ".tmp");
-    out << text;
-    if (!out.flush()) throw Error(fmt::format("{}: cannot write", path + ".tmp"));
-  }
-  std::filesystem::rename(path + ".tmp", path);
-}
 
 void set_lr(torch::optim::AdamW& optimizer, double lr) {
   for (auto& group : optimizer.param_groups())
@@ -292,7 +285,7 @@ TrainResult Trainer::run() {
   }
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
-    write_text_atomically(config_path, c.resolved_text);
+    write_file_atomic(config_path, c.resolved_text);
     log0("[train] resolved config (saved to {}):\n{}", config_path, c.resolved_text);
   }
   log0("[train] {} with {} parameters on {} rank(s), global batch {} ({} per rank)", c.model.kind,
