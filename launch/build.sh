@@ -4,7 +4,10 @@
 #   ./launch/build.sh diffusion-train ...   just these targets (the demo builds the programs only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" \
+# ccache (when present) makes rebuilds after a branch switch or a fresh clone of the same tree cheap.
+launcher=()
+command -v ccache > /dev/null && launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "${launcher[@]}" \
   -DDIFFUSION_PYTHON="$PWD/.venv/bin/python" > build-configure.log 2>&1 \
   || { cat build-configure.log; exit 1; }
 targets=()
