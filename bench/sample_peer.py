@@ -2,7 +2,7 @@
 TorchScript network, and the network's forward time alone. Used by bench/sample_bench.sh.
 
   sample_peer.py export --config INI --out model.pt     the config's UNet (bench/train_peer.py's
-                                                        port of core/unet.cpp) with fixed random
+                                                        port of core/models/unet.cpp) with fixed random
                                                         weights, traced to TorchScript
   sample_peer.py run --model model.pt --num-samples N --batch-size B --steps S --threads K
                                                         prints "ddim SAMPLES_PER_S" and

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The PyTorch peer of diffusion-train for bench/train_bench.sh: the same networks (core/unet.cpp,
-core/mlp_denoiser.cpp) and the same training step, trained with DistributedDataParallel over gloo.
+"""The PyTorch peer of diffusion-train for bench/train_bench.sh: the same networks (core/models/unet.cpp,
+core/models/mlp_denoiser.cpp) and the same training step, trained with DistributedDataParallel over gloo.
 
     python -m torch.distributed.run --standalone --nproc_per_node W bench/train_peer.py \
         --config configs/fashion_mnist.ini --data data/fashion_mnist_train.h5 \
@@ -70,7 +70,7 @@ def as_ints(s):
 
 
 def timestep_embedding(t, dim):
-    """Sinusoidal embedding, cosines then sines, frequencies 10000^(-i/half) (core/denoiser.cpp)."""
+    """Sinusoidal embedding, cosines then sines, frequencies 10000^(-i/half) (core/models/denoiser.cpp)."""
     half = dim // 2
     freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
     args = t.float().unsqueeze(1) * freqs.unsqueeze(0)  # [B, half]

@@ -3,8 +3,8 @@
 #include <cstdio>
 #include <exception>
 
-#include "core/error.h"
-#include "core/h5.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
 #include "datasets/data_options.h"
 #include "datasets/inspect.h"
 

@@ -7,7 +7,7 @@
 #include <sstream>
 #include <vector>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace diffusion {
 namespace {

@@ -16,8 +16,8 @@
 #include <numeric>
 #include <utility>
 
-#include "core/error.h"
-#include "core/h5.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
 
 namespace diffusion {
 namespace {

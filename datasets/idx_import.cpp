@@ -13,8 +13,8 @@
 #include <filesystem>
 #include <memory>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/base/error.h"
+#include "core/base/log.h"
 
 namespace diffusion {
 namespace {

@@ -13,10 +13,10 @@
 #include <thread>
 #include <utility>
 
-#include "core/error.h"
-#include "core/h5.h"
-#include "core/log.h"
-#include "core/rng.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
+#include "core/base/log.h"
+#include "core/base/rng.h"
 
 namespace diffusion {
 namespace {

@@ -1,4 +1,4 @@
-// Toy 2-D distributions, each sample drawn from its own keyed stream (core/rng.h).
+// Toy 2-D distributions, each sample drawn from its own keyed stream (core/base/rng.h).
 #include "datasets/toy_sets.h"
 
 #include <fmt/core.h>
@@ -8,10 +8,10 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/error.h"
-#include "core/h5.h"
-#include "core/log.h"
-#include "core/rng.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
+#include "core/base/log.h"
+#include "core/base/rng.h"
 
 namespace diffusion {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "core/diffusion_config.h"
+#include "core/diffusion/diffusion_config.h"
 #include "trainer/config_text.h"
 
 namespace diffusion {

@@ -7,9 +7,9 @@
 
 #include <deque>
 
-#include "core/error.h"
-#include "core/ini_options.h"
-#include "core/option_values.h"
+#include "core/base/error.h"
+#include "core/options/ini_options.h"
+#include "core/options/option_values.h"
 #include "trainer/train_options.h"
 
 namespace diffusion {

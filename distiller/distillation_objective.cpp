@@ -6,10 +6,10 @@
 
 #include <map>
 
-#include "core/distillation.h"
-#include "core/error.h"
-#include "core/gaussian_diffusion.h"
-#include "core/samplers.h"
+#include "core/diffusion/distillation.h"
+#include "core/base/error.h"
+#include "core/diffusion/gaussian_diffusion.h"
+#include "core/diffusion/samplers.h"
 
 namespace diffusion {
 

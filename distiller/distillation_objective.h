@@ -1,14 +1,14 @@
 // One round of progressive distillation as a trainer objective: the student (N steps) learns
 // to reach in one DDIM step where the frozen teacher's two DDIM steps on the 2N-grid land
-// (MATH.md "Progressive distillation"). The trainer supplies data, keyed draws (a draw picks
+// (docs/math.md "Progressive distillation"). The trainer supplies data, keyed draws (a draw picks
 // k in 1 … N), gradient reduction and checkpoints.
 #pragma once
 
 #include <memory>
 
-#include "core/denoiser.h"
-#include "core/diffusion_config.h"
-#include "core/schedule.h"
+#include "core/models/denoiser.h"
+#include "core/diffusion/diffusion_config.h"
+#include "core/diffusion/schedule.h"
 #include "trainer/objective.h"
 
 namespace diffusion {

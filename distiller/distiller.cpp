@@ -2,7 +2,7 @@
 // an ordinary trainer run whose config is the teacher's [model] and [diffusion] sections with
 // the student's prediction, the distiller's trainer options, and a [distilled] section with the
 // student's sampling grid, which diffusion-sample reads to sample it on its own grid.
-#include "core/atomic_file.h"
+#include "core/base/durable_file.h"
 #include "distiller/distiller.h"
 
 #include <fmt/format.h>
@@ -12,10 +12,10 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/distillation.h"
-#include "core/error.h"
-#include "core/log.h"
-#include "core/mpi_session.h"
+#include "core/diffusion/distillation.h"
+#include "core/base/error.h"
+#include "core/base/log.h"
+#include "core/base/mpi_session.h"
 #include "datasets/dataset_file.h"
 #include "distiller/distillation_objective.h"
 #include "trainer/config_text.h"

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "core/communicator.h"
+#include "core/comm/communicator.h"
 #include "distiller/distill_config.h"
 
 namespace diffusion {

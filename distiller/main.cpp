@@ -1,25 +1,23 @@
-// diffusion-distill: parse options, build the communicator, run the distillation rounds. Any
-// exception on any rank is logged with the rank and takes the whole job down (MPI_Abort).
-#include <exception>
-
-#include "core/allocator.h"
-#include "core/mpi_communicator.h"
-#include "core/mpi_session.h"
+// diffusion-distill: parse options, build the communicator, run the distillation rounds. An
+// error every rank found alike is printed once and the program exits with 1; any other
+// exception on any rank takes the whole job down (MPI_Abort).
+#include "core/base/allocator.h"
+#include "core/base/mpi_session.h"
+#include "core/base/stop_signal.h"
+#include "core/comm/agreement.h"
+#include "core/comm/mpi_communicator.h"
 #include "distiller/distill_options.h"
 #include "distiller/distiller.h"
-#include "trainer/trainer.h"
 
 int main(int argc, char** argv) {
   diffusion::tune_allocator();
   diffusion::MpiSession mpi(&argc, &argv);
-  try {
-    const auto config = diffusion::parse_distill_options(argc, argv);
+  return diffusion::run_main([&] {
+    const auto config = diffusion::agreed(MPI_COMM_WORLD, "", [&] { return diffusion::parse_distill_options(argc, argv); });
     if (!config) return 0;
     diffusion::install_stop_signal_handlers();
     diffusion::MpiCommunicator communicator(MPI_COMM_WORLD);
     diffusion::run_distillation(*config, MPI_COMM_WORLD, communicator);
-  } catch (const std::exception& e) {
-    diffusion::abort_job(e.what());
-  }
-  return 0;
+    return 0;
+  });
 }

@@ -1,4 +1,4 @@
-// The option table of diffusion-eval (core/ini_options does the Boost side): defaults shown in
+// The option table of diffusion-eval (core/options/ini_options does the Boost side): defaults shown in
 // --help. Every value is read as text and converted here, so a bad value names its key.
 #include "evaluation/eval_options.h"
 
@@ -6,9 +6,9 @@
 
 #include <iterator>
 
-#include "core/error.h"
-#include "core/ini_options.h"
-#include "core/option_values.h"
+#include "core/base/error.h"
+#include "core/options/ini_options.h"
+#include "core/options/option_values.h"
 
 namespace diffusion {
 namespace {

@@ -9,8 +9,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/error.h"
-#include "core/h5.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
 #include "datasets/dataset_file.h"
 
 namespace diffusion {

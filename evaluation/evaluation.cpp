@@ -1,6 +1,6 @@
 // The evaluation pipeline (see evaluation.h): which metrics apply depends on the data (images
 // or vectors, labels or not, a known mixture or not); each is computed by its own module.
-#include "core/atomic_file.h"
+#include "core/base/durable_file.h"
 #include "evaluation/evaluation.h"
 
 #include <fmt/format.h>
@@ -13,8 +13,8 @@
 #include <fstream>
 #include <optional>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/base/error.h"
+#include "core/base/log.h"
 #include "datasets/toy_sets.h"
 #include "evaluation/eval_set.h"
 #include "evaluation/feature_classifier.h"

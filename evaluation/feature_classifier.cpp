@@ -1,5 +1,5 @@
 // Training, caching and applying the evaluation classifier (see feature_classifier.h).
-#include "core/atomic_file.h"
+#include "core/base/durable_file.h"
 #include "evaluation/feature_classifier.h"
 
 #include <fmt/format.h>
@@ -14,8 +14,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/log.h"
+#include "core/base/error.h"
+#include "core/base/log.h"
 
 namespace diffusion {
 namespace fs = std::filesystem;

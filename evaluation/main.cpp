@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "core/allocator.h"
+#include "core/base/allocator.h"
 #include "evaluation/eval_options.h"
 #include "evaluation/evaluation.h"
 

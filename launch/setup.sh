@@ -31,7 +31,7 @@ if ! .venv/bin/python -c "import torch, h5py, numpy; assert torch.__version__.sp
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q "${PY_PACKAGES[@]}"
 fi
-# diffusers: the peer that tests/diffusers_compare.py and bench/sample_peer.py check our sampler
+# diffusers: the peer that tests/diffusers_compare_test.py and bench/sample_peer.py check our sampler
 # against (0.42.1 works with torch 2.11 and numpy 2). Installed on its own, so an existing
 # .venv gets it without reinstalling torch.
 DIFFUSERS_VERSION=0.42.1

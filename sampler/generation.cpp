@@ -9,7 +9,7 @@
 //   4. after a barrier rank 0 checks its task's shards and marks the task complete; the task
 //      that completes the set writes samples.h5 (the virtual dataset over every task's
 //      shards), grid.png, and marks the manifest complete.
-#include "core/atomic_file.h"
+#include "core/base/durable_file.h"
 #include "sampler/generation.h"
 
 #include <fmt/format.h>
@@ -30,11 +30,13 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/mpi_session.h"
-#include "core/samplers.h"
-#include "core/schedule.h"
+#include "core/base/error.h"
+#include "core/base/text.h"
+#include "core/comm/agreement.h"
+#include "core/base/log.h"
+#include "core/base/mpi_session.h"
+#include "core/diffusion/samplers.h"
+#include "core/diffusion/schedule.h"
 #include "datasets/dataset_file.h"
 #include "sampler/latents_file.h"
 #include "sampler/sample_shard.h"
@@ -175,7 +177,8 @@ json read_json(const std::string& path) {
 }
 
 
-std::string first_difference(const json& old_settings, const json& settings) {
+// The first setting (a key of the manifest's "settings") that differs, or "" when none does.
+std::string first_setting_difference(const json& old_settings, const json& settings) {
   for (const auto& [key, value] : settings.items()) {
     const auto it = old_settings.find(key);
     if (it == old_settings.end()) return fmt::format("{}: absent there, {} here", key, value.dump());
@@ -232,7 +235,7 @@ Start prepare_output(const std::string& out, const json& manifest, const std::st
   json current = manifest;
   if (fs::exists(manifest_path, ec)) {
     current = read_json(manifest_path);
-    const auto diff = first_difference(current.value("settings", json::object()), manifest["settings"]);
+    const auto diff = first_setting_difference(current.value("settings", json::object()), manifest["settings"]);
     if (!diff.empty())
       throw Error(fmt::format("{}: this folder holds samples of a different command ({}); use a new --out",
                               manifest_path, diff));
@@ -252,11 +255,6 @@ Start prepare_output(const std::string& out, const json& manifest, const std::st
   if (ec) throw Error(fmt::format("option --out: cannot create the shard folder in {}: {}", out, ec.message()));
   write_file_atomic(manifest_path, current.dump(2) + "\n");
   return Start::kGenerate;
-}
-
-std::string format_duration(double seconds) {
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  return s >= 3600 ? fmt::format("{}h{:02d}m", s / 3600, (s / 60) % 60) : fmt::format("{}m{:02d}s", s / 60, s % 60);
 }
 
 // Shards of task `task` of `tasks` written by `world` ranks: one per rank with samples.
@@ -402,9 +400,18 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
   if (c.threads > 0) torch::set_num_threads(c.threads);
 
   // --- 1. model, inputs and settings, checked on every rank before anything is written -------
-  const SamplingModel m = c.torchscript.path.empty() ? load_checkpoint_model(c) : load_torchscript_model(c.torchscript);
-  InputRows input(c, m);
-  const Resolved r = resolve(c, m, input.rows(), rank);
+  // (A missing checkpoint or a bad input file is found alike on every rank: agreed, reported once.)
+  const SamplingModel m = agreed(comm, "[sample] model", [&] {
+    return c.torchscript.path.empty() ? load_checkpoint_model(c) : load_torchscript_model(c.torchscript);
+  });
+  std::optional<InputRows> input_rows;
+  std::optional<Resolved> resolved;
+  agree_or_throw(comm, capture_error([&] {
+    input_rows.emplace(c, m);
+    resolved.emplace(resolve(c, m, input_rows->rows(), rank));
+  }), "[sample] inputs");
+  InputRows& input = *input_rows;
+  const Resolved& r = *resolved;
   const int64_t N = r.num_samples;
   const auto& shape = m.sample_shape;  // [C, H, W] or [D]
   const int64_t num_classes = m.num_classes;
@@ -439,8 +446,9 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
                          {"tasks", json::object()}};
 
   // --- 2. rank 0 accepts or refuses the output folder; the others wait for its answer --------
-  int state = 0;
-  if (rank == 0) state = static_cast<int>(prepare_output(c.out, manifest, task_key, task));
+  int state = agreed(comm, "[sample] output folder", [&] {
+    return rank == 0 ? static_cast<int>(prepare_output(c.out, manifest, task_key, task)) : 0;
+  });
   MPI_CHECK(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
   if (static_cast<Start>(state) == Start::kJobComplete) {
     log0("[sample] {} is already complete ({} samples); nothing to do", c.out, N);

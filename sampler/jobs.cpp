@@ -12,10 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "core/error.h"
-#include "core/log.h"
-#include "core/mpi_communicator.h"
-#include "core/mpi_session.h"
+#include "core/base/error.h"
+#include "core/base/log.h"
+#include "core/comm/mpi_communicator.h"
+#include "core/base/mpi_session.h"
 #include "distiller/distiller.h"
 #include "sampler/generation.h"
 

@@ -11,8 +11,8 @@
 #include <map>
 #include <set>
 
-#include "core/error.h"
-#include "core/option_values.h"
+#include "core/base/error.h"
+#include "core/options/option_values.h"
 #include "distiller/distill_options.h"
 #include "sampler/sample_options.h"
 

@@ -7,8 +7,8 @@
 #include <cmath>
 #include <filesystem>
 
-#include "core/error.h"
-#include "core/h5.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
 
 namespace diffusion {
 

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "core/diffusion_config.h"
-#include "core/spacing.h"
+#include "core/diffusion/diffusion_config.h"
+#include "core/diffusion/spacing.h"
 
 namespace diffusion {
 

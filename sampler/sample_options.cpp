@@ -1,4 +1,4 @@
-// The option table of diffusion-sample (core/ini_options does the Boost side): defaults shown
+// The option table of diffusion-sample (core/options/ini_options does the Boost side): defaults shown
 // in --help. Every value is read as text and converted here, so a bad value names its key.
 // Defaults that depend on the model read "auto" and are resolved after the checkpoint is read.
 #include "sampler/sample_options.h"
@@ -8,9 +8,9 @@
 #include <iterator>
 #include <algorithm>
 
-#include "core/error.h"
-#include "core/ini_options.h"
-#include "core/option_values.h"
+#include "core/base/error.h"
+#include "core/options/ini_options.h"
+#include "core/options/option_values.h"
 
 namespace diffusion {
 namespace {

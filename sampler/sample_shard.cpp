@@ -1,5 +1,5 @@
 // Shard files, their progress records and the virtual samples.h5 (see sample_shard.h).
-#include "core/atomic_file.h"
+#include "core/base/durable_file.h"
 #include "sampler/sample_shard.h"
 
 #include <fmt/format.h>
@@ -14,8 +14,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/error.h"
-#include "core/h5.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>

@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "datasets/dataset_file.h"
 #include "trainer/trained_model.h"
 

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "core/diffusion_config.h"
-#include "core/samplers.h"
+#include "core/diffusion/diffusion_config.h"
+#include "core/diffusion/samplers.h"
 #include "sampler/sample_config.h"
 #include "trainer/train_config.h"
 

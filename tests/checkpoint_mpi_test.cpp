@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/h5.h"
-#include "core/mpi_session.h"
+#include "core/io/checkpoint.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
+#include "core/base/mpi_session.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

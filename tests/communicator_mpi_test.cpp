@@ -12,13 +12,13 @@
 #include <thread>
 #include <vector>
 
-#include "core/error.h"
-#include "core/mpi_communicator.h"
-#include "core/mpi_session.h"
+#include "core/base/error.h"
+#include "core/comm/mpi_communicator.h"
+#include "core/base/mpi_session.h"
 #include "tests/test_utils.h"
 #ifdef DIFFUSION_WITH_NCCL
-#include "core/cuda_runtime.h"
-#include "core/nccl_communicator.h"
+#include "core/comm/cuda_runtime.h"
+#include "core/comm/nccl_communicator.h"
 #endif
 
 namespace diffusion {

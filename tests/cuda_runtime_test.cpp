@@ -2,7 +2,7 @@
 // they answer on a machine without a GPU (so the GPU path at least links and loads here).
 #include <gtest/gtest.h>
 
-#include "core/cuda_runtime.h"
+#include "core/comm/cuda_runtime.h"
 
 namespace diffusion {
 namespace {

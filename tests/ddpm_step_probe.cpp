@@ -1,4 +1,4 @@
-// Test helper for tests/diffusers_compare.py: applies our core ddpm_step to inputs written by
+// Test helper for tests/diffusers_compare_test.py: applies our core ddpm_step to inputs written by
 // Python, so single DDPM steps can be compared with diffusers' DDPMScheduler on the same x_t,
 // network output and noise. Usage: ddpm_step_probe CASES.h5. Every group of the file is one
 // case: float32 datasets `xt`, `output`, `noise` [n, ...] and int64 attributes T (linear
@@ -13,11 +13,11 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/h5.h"
-#include "core/samplers.h"
-#include "core/schedule.h"
-#include "core/spacing.h"
+#include "core/base/error.h"
+#include "core/base/h5.h"
+#include "core/diffusion/samplers.h"
+#include "core/diffusion/schedule.h"
+#include "core/diffusion/spacing.h"
 
 namespace diffusion {
 namespace {

@@ -8,9 +8,9 @@
 
 #include <cmath>
 
-#include "core/denoiser.h"
-#include "core/distillation.h"
-#include "core/spacing.h"
+#include "core/models/denoiser.h"
+#include "core/diffusion/distillation.h"
+#include "core/diffusion/spacing.h"
 #include "distiller/distillation_objective.h"
 #include "tests/test_utils.h"
 

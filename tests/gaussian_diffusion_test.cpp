@@ -6,8 +6,8 @@
 
 #include <cmath>
 
-#include "core/error.h"
-#include "core/gaussian_diffusion.h"
+#include "core/base/error.h"
+#include "core/diffusion/gaussian_diffusion.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {
@@ -92,7 +92,7 @@ TEST_F(GaussianDiffusionTest, PosteriorMeanFromTrueEpsEqualsEpsFormula) {
   const auto step = p_mean_variance(s, Prediction::kEps, VarianceKind::kFixedSmall, eps, xt, t, false);
   // μ_θ at the true ε equals μ̃(x_0, x_t) …
   EXPECT_TRUE(tensor_near(step.p.mean, q_posterior(s, x0, xt, t).mean, 1e-7, 1e-9));
-  // … and (x_t - β_t/σ_t ε)/√α_t (MATH.md "Posterior").
+  // … and (x_t - β_t/σ_t ε)/√α_t (docs/math.md "Posterior").
   const auto beta = s.gather(s.betas(), t, xt);
   const auto sigma = s.gather(s.sqrt_one_minus_alphas_cumprod(), t, xt);
   EXPECT_TRUE(tensor_near(step.p.mean, (xt - beta / sigma * eps) / (1 - beta).sqrt(), 1e-7, 1e-9));

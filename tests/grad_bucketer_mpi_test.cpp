@@ -14,10 +14,10 @@
 #include <utility>
 #include <vector>
 
-#include "core/error.h"
-#include "core/grad_bucketer.h"
-#include "core/mpi_communicator.h"
-#include "core/mpi_session.h"
+#include "core/base/error.h"
+#include "core/comm/grad_bucketer.h"
+#include "core/comm/mpi_communicator.h"
+#include "core/base/mpi_session.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

@@ -2,7 +2,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "core/losses.h"
+#include "core/diffusion/losses.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

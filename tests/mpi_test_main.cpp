@@ -6,8 +6,8 @@
 
 #include <exception>
 
-#include "core/log.h"
-#include "core/mpi_session.h"
+#include "core/base/log.h"
+#include "core/base/mpi_session.h"
 #include "tests/test_utils.h"
 
 namespace diffusion::testing {

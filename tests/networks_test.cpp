@@ -5,9 +5,9 @@
 
 #include <cmath>
 
-#include "core/denoiser.h"
-#include "core/error.h"
-#include "core/unet.h"
+#include "core/models/denoiser.h"
+#include "core/base/error.h"
+#include "core/models/unet.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

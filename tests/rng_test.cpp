@@ -7,7 +7,7 @@
 #include <numeric>
 #include <set>
 
-#include "core/rng.h"
+#include "core/base/rng.h"
 
 namespace diffusion {
 namespace {

@@ -1,7 +1,7 @@
 """TorchScript models and input files for the sampler's CLI tests (deterministic, no training).
 
   gauss OUT.pt            exact eps of 2-D Gaussian data N(MU, COV) under the linear T=1000
-                          schedule (MATH.md): forward(x, t), float64 inside
+                          schedule (docs/math.md): forward(x, t), float64 inside
   conv OUT.pt             a tiny class-conditional conv net for [1, 8, 8] images, 3 classes,
                           fixed random weights: forward(x, t, y)
   mlp OUT.pt D            a fixed random MLP for vectors [D]: forward(x, t)

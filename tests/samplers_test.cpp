@@ -7,8 +7,8 @@
 
 #include <cmath>
 
-#include "core/gaussian_diffusion.h"
-#include "core/samplers.h"
+#include "core/diffusion/gaussian_diffusion.h"
+#include "core/diffusion/samplers.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

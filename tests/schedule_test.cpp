@@ -5,8 +5,8 @@
 
 #include <cmath>
 
-#include "core/error.h"
-#include "core/schedule.h"
+#include "core/base/error.h"
+#include "core/diffusion/schedule.h"
 #include "tests/test_utils.h"
 
 namespace diffusion {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "core/mpi_session.h"
-#include "core/rng.h"
+#include "core/base/mpi_session.h"
+#include "core/base/rng.h"
 #include "datasets/dataset_file.h"
 #include "datasets/shard_reader.h"
 #include "tests/test_utils.h"

@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "core/error.h"
-#include "core/rng.h"
+#include "core/base/error.h"
+#include "core/base/rng.h"
 #include "datasets/dataset_file.h"
 #include "tests/test_utils.h"
 

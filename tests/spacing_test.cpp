@@ -1,8 +1,8 @@
-// Timestep spacings against the formulas of MATH.md, written out for T = 1000, S = 10.
+// Timestep spacings against the formulas of docs/math.md, written out for T = 1000, S = 10.
 #include <gtest/gtest.h>
 
-#include "core/error.h"
-#include "core/spacing.h"
+#include "core/base/error.h"
+#include "core/diffusion/spacing.h"
 
 namespace diffusion {
 namespace {

@@ -123,4 +123,21 @@ else
   fail "one-rank failure (rc $rc after ${took}s)"; cat "$WORK/nan.log"
 fi
 
+# --- an error every rank finds alike: one message from rank 0, exit 1, no MPI_Abort banner ---
+for bad in "--no-such-option 1" "--steps" "--data $WORK/missing.h5"; do
+  # shellcheck disable=SC2086
+  "${BASE[@]}" --out "$WORK/alike-run" --data "$WORK/ring.h5" $bad >"$WORK/alike.log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 1 ] && [ "$(grep -c "error:" "$WORK/alike.log")" -eq 1 ] && grep -q "^error: " "$WORK/alike.log" && ! grep -q "MPI_ABORT" "$WORK/alike.log" &&
+     ! grep -q "^\[rank" "$WORK/alike.log" && [ ! -e "$WORK/alike-run" ]; then
+    pass "'$bad' on 2 ranks: one error line, exit 1, nothing written"
+  else
+    fail "'$bad' on 2 ranks (rc $rc)"; cat "$WORK/alike.log"
+  fi
+done
+
+# --- bare boolean flag: --random-flip alone means true (refused here: the data are points) ---
+expect_fail "bare --random-flip reaches the data check" "random-flip" "" \
+  "${BASE[@]}" --out "$WORK/flip-run" --data "$WORK/ring.h5" --random-flip
+
 finish

@@ -4,7 +4,7 @@
 
 #include <fstream>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "datasets/dataset_file.h"
 #include "tests/test_utils.h"
 #include "trainer/train_options.h"
@@ -153,6 +153,24 @@ TEST(ResolvedConfig, ReadsBackWhatTheTrainerSavedIncludingTheDataShape) {
   testing::expect_error([&] { parse_resolved_config(original->resolved_text, "run/config.ini"); },
                         {"run/config.ini", "sample-shape"});
   testing::expect_error([&] { parse_resolved_config("[model]\nwidth = 3\n", "x.ini"); }, {"x.ini", "width"});
+}
+
+TEST(TrainOptions, BooleanOptionsWorkAsBareFlags) {
+  // Bare flag: true, also when another option follows or it ends the line.
+  const auto bare = parse({"--data", "a.h5", "--random-flip", "--class-cond", "--out", "runs/x"});
+  ASSERT_TRUE(bare);
+  EXPECT_TRUE(bare->data.random_flip);
+  EXPECT_TRUE(bare->diffusion.class_conditional);
+  const auto last = parse({"--data", "a.h5", "--out", "runs/x", "--learned-variance"});
+  ASSERT_TRUE(last);
+  EXPECT_TRUE(last->diffusion.learned_variance);
+  // With a value, as before.
+  const auto valued = parse({"--data", "a.h5", "--random-flip", "false", "--class-cond=true", "--out", "runs/x"});
+  ASSERT_TRUE(valued);
+  EXPECT_FALSE(valued->data.random_flip);
+  EXPECT_TRUE(valued->diffusion.class_conditional);
+  // A non-boolean option still needs its value.
+  EXPECT_NE(error_of({"--data", "a.h5", "--out", "runs/x", "--steps"}).find("steps"), std::string::npos);
 }
 
 }  // namespace

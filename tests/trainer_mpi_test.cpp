@@ -11,13 +11,14 @@
 #include <filesystem>
 #include <map>
 
-#include "core/checkpoint.h"
-#include "core/error.h"
-#include "core/mpi_communicator.h"
-#include "core/mpi_session.h"
+#include "core/io/checkpoint.h"
+#include "core/base/error.h"
+#include "core/comm/mpi_communicator.h"
+#include "core/base/mpi_session.h"
 #include "datasets/dataset_file.h"
 #include "datasets/toy_sets.h"
 #include "tests/test_utils.h"
+#include "core/base/stop_signal.h"
 #include "trainer/trainer.h"
 
 namespace diffusion {

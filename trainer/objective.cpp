@@ -1,8 +1,8 @@
 // The plain denoising objective (see objective.h).
 #include "trainer/objective.h"
 
-#include "core/denoiser.h"
-#include "core/gaussian_diffusion.h"
+#include "core/models/denoiser.h"
+#include "core/diffusion/gaussian_diffusion.h"
 
 namespace diffusion {
 

@@ -8,8 +8,8 @@
 
 #include <cstdint>
 
-#include "core/losses.h"
-#include "core/schedule.h"
+#include "core/diffusion/losses.h"
+#include "core/diffusion/schedule.h"
 
 namespace diffusion {
 
@@ -34,7 +34,7 @@ class TrainingObjective {
                                  const at::Tensor& draw, const at::Tensor& eps) = 0;
 };
 
-// The denoising objective of MATH.md "Forward process and training": t = draw uniform over the
+// The denoising objective of docs/math.md "Forward process and training": t = draw uniform over the
 // T timesteps, x_t = q_sample(x0, t, ε), MSE on the prediction's target (L_simple) or L_hybrid.
 class DenoisingObjective : public TrainingObjective {
  public:

@@ -3,7 +3,7 @@
 
 #include <fmt/ranges.h>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "datasets/dataset_file.h"
 
 namespace diffusion {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/diffusion_config.h"
-#include "core/model_config.h"
+#include "core/diffusion/diffusion_config.h"
+#include "core/models/model_config.h"
 
 namespace diffusion {
 

@@ -1,5 +1,5 @@
 // The option table of diffusion-train (INI sections mirror its groups, command line over INI;
-// core/ini_options does the Boost side). Every value is read as text and converted here, so a
+// core/options/ini_options does the Boost side). Every value is read as text and converted here, so a
 // bad value names its key.
 #include "trainer/train_options.h"
 
@@ -8,9 +8,9 @@
 #include <iterator>
 #include <sstream>
 
-#include "core/error.h"
-#include "core/ini_options.h"
-#include "core/option_values.h"
+#include "core/base/error.h"
+#include "core/options/ini_options.h"
+#include "core/options/option_values.h"
 
 namespace diffusion {
 namespace {

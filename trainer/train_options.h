@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-#include "core/option_values.h"
+#include "core/options/option_values.h"
 #include "trainer/train_config.h"
 
 namespace diffusion {

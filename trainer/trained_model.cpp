@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <map>
 
-#include "core/checkpoint.h"
-#include "core/error.h"
+#include "core/io/checkpoint.h"
+#include "core/base/error.h"
 #include "trainer/train_options.h"
 
 namespace diffusion {

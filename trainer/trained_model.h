@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/denoiser.h"
+#include "core/models/denoiser.h"
 #include "trainer/train_config.h"
 
 namespace diffusion {

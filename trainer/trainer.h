@@ -1,7 +1,8 @@
 // Trainer: data-parallel training of one denoiser over the ranks of an MPI communicator (any
-// communicator, not only MPI_COMM_WORLD). run() reads top to bottom: resume → per step:
-// batch → draws → forward → backward (gradient buckets reduced meanwhile) → clip → AdamW →
-// EMA → log → checkpoint.
+// communicator, not only MPI_COMM_WORLD). run() reads top to bottom: agreed setup → resume →
+// per step: batch → draws → forward/backward (gradient buckets reduced meanwhile) → clip →
+// AdamW → EMA → log → checkpoint. A stop request (core/base/stop_signal.h) checkpoints and
+// leaves after the current step.
 #pragma once
 
 #include <mpi.h>
@@ -10,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "core/communicator.h"
+#include "core/comm/communicator.h"
 #include "trainer/objective.h"
 #include "trainer/train_config.h"
 
@@ -38,10 +39,5 @@ class Trainer {
   Communicator& communicator_;
   TrainingObjective* objective_;
 };
-
-// Asks every Trainer in this process to checkpoint and stop after the current step (what the
-// SIGTERM/SIGUSR1 handlers do; exposed for tests).
-void request_stop();
-void install_stop_signal_handlers();
 
 }  // namespace diffusion

@@ -1,10 +1,10 @@
-// Keyed per-sample draws for training (core/rng.h): a sample's draws depend only on its key,
+// Keyed per-sample draws for training (core/base/rng.h): a sample's draws depend only on its key,
 // never on which rank or batch slot it lands in.
 #include "trainer/training_draws.h"
 
 #include <torch/torch.h>
 
-#include "core/rng.h"
+#include "core/base/rng.h"
 
 namespace diffusion {
 

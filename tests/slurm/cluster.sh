@@ -5,7 +5,7 @@
 #                                      prints `export SLURM_CONF=DIR/slurm.conf` on success
 #   tests/slurm/cluster.sh stop DIR    stops the daemons by their recorded process ids, removes DIR
 # Exit codes of start: 0 running; 3 Slurm or munge is not installed; 4 a daemon did not start
-# (its log is printed). The facts behind the settings: ../shared/notes/slurm-local.md.
+# (its log is printed). The settings are explained in docs/launch.md ("Tested on a real Slurm").
 set -uo pipefail
 
 cmd="${1:-}"

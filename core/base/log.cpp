@@ -1,0 +1,33 @@
+// Rank-aware logging; output is line-buffered to stderr so that ranks' lines do not interleave
+// mid-line and progress is visible under mpirun and Slurm.
+#include "core/base/log.h"
+
+#include <cstdio>
+#include <mutex>
+
+namespace diffusion {
+namespace {
+int g_rank = 0;
+int g_world = 1;
+std::mutex g_log_mutex;
+}  // namespace
+
+void set_log_rank(int rank, int world) {
+  g_rank = rank;
+  g_world = world;
+}
+int log_rank_id() { return g_rank; }
+int log_world_size() { return g_world; }
+
+std::string rank_prefix() {
+  return g_world > 1 ? fmt::format("[rank {}/{}] ", g_rank, g_world) : std::string();
+}
+
+void log_line(const std::string& line) {
+  std::lock_guard<std::mutex> lock(g_log_mutex);
+  std::fputs(line.c_str(), stderr);
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace diffusion

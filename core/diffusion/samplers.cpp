@@ -1,0 +1,162 @@
+// DDPM and DDIM sampling (Ho et al. 2020; Song et al. 2020; Ho & Salimans 2022 for guidance).
+#include "core/diffusion/samplers.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fmt/ranges.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/base/error.h"
+#include "core/diffusion/gaussian_diffusion.h"
+#include "core/base/rng.h"
+
+namespace diffusion {
+
+SamplerKind parse_sampler_kind(const std::string& name) {
+  if (name == "ddpm") return SamplerKind::kDdpm;
+  if (name == "ddim") return SamplerKind::kDdim;
+  throw Error(fmt::format("unknown sampler '{}': expected ddpm or ddim", name));
+}
+
+std::string to_string(SamplerKind kind) { return kind == SamplerKind::kDdpm ? "ddpm" : "ddim"; }
+
+at::Tensor ddpm_step(const NoiseSchedule& s, int64_t index, const at::Tensor& xt,
+                     const at::Tensor& output, Prediction prediction, VarianceKind variance,
+                     bool clip_x0, const at::Tensor& noise) {
+  const auto t = torch::full({xt.size(0)}, index, torch::kLong);
+  const auto step = p_mean_variance(s, prediction, variance, output, xt, t, clip_x0);
+  if (index == 0) return step.p.mean;  // no noise on the last step
+  return step.p.mean + (0.5 * step.p.log_variance).exp() * noise;
+}
+
+at::Tensor ddim_step(double alpha_bar_t, double alpha_bar_next, const at::Tensor& x0,
+                     const at::Tensor& eps, double eta, const at::Tensor& noise) {
+  const double sigma = eta * std::sqrt((1.0 - alpha_bar_next) / (1.0 - alpha_bar_t)) *
+                       std::sqrt(std::max(0.0, 1.0 - alpha_bar_t / alpha_bar_next));
+  auto x = std::sqrt(alpha_bar_next) * x0 +
+           std::sqrt(std::max(0.0, 1.0 - alpha_bar_next - sigma * sigma)) * eps;
+  if (sigma > 0) x = x + sigma * noise;
+  return x;
+}
+
+at::Tensor guided(const at::Tensor& unconditional, const at::Tensor& conditional, double scale) {
+  return unconditional + scale * (conditional - unconditional);
+}
+
+Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
+    : config_(config),
+      training_(training),
+      respaced_(training),
+      timesteps_(timestep_spacing(config.spacing, training.num_steps(), config.steps)) {
+  if (config_.kind == SamplerKind::kDdpm) {
+    std::vector<int64_t> ascending(timesteps_.rbegin(), timesteps_.rend());
+    respaced_ = training_.respaced(ascending);
+  }
+  if (config_.eta < 0) throw Error(fmt::format("--eta {} must be >= 0", config_.eta));
+}
+
+at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
+                                 const at::Tensor& labels) const {
+  const int64_t B = x.size(0);
+  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0;
+  if (!guide) return model(x, torch::full({B}, tau, torch::kLong), labels);
+  // Both halves in one batch: [conditional; unconditional].
+  const auto null = torch::full({B}, config_.num_classes, torch::kLong);
+  const auto out = model(torch::cat({x, x}), torch::full({2 * B}, tau, torch::kLong),
+                         torch::cat({labels.to(torch::kLong), null}));
+  const auto cond = out.slice(0, 0, B), uncond = out.slice(0, B, 2 * B);
+  if (out.size(1) == 2 * x.size(1)) {
+    // Learned variance: guide the prediction channels, keep the conditional variance.
+    const int64_t C = x.size(1);
+    return torch::cat({guided(uncond.slice(1, 0, C), cond.slice(1, 0, C), config_.guidance_scale),
+                       cond.slice(1, C, 2 * C)},
+                      /*dim=*/1);
+  }
+  return guided(uncond, cond, config_.guidance_scale);
+}
+
+at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
+                           const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
+                           const at::Tensor& x_T) const {
+  const auto B = static_cast<int64_t>(indices.size());
+  std::vector<int64_t> shape{B};
+  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
+  // One generator per sample, keyed by (seed, i): x_T first, then each step's noise in order.
+  std::vector<at::Generator> gens;
+  gens.reserve(indices.size());
+  for (int64_t i : indices)
+    gens.push_back(at::make_generator<at::CPUGeneratorImpl>(
+        stream_key(config_.seed, RngPurpose::kSampleNoise, {static_cast<uint64_t>(i)})));
+  const auto draw = [&]() {
+    auto z = torch::empty(shape, torch::kFloat32);
+    for (int64_t b = 0; b < B; ++b) z[b].copy_(torch::randn(sample_shape, gens[b]));
+    return z;
+  };
+
+  at::Tensor x = draw();  // always drawn, so per-step noise does not depend on --latents
+  if (x_T.defined()) {
+    if (x_T.sizes() != x.sizes())
+      throw Error(fmt::format("latents have shape [{}], expected [{}]", fmt::join(x_T.sizes(), ", "),
+                              fmt::join(x.sizes(), ", ")));
+    x = x_T.to(torch::kFloat32).clone();
+  }
+  const auto S = static_cast<int64_t>(timesteps_.size());
+  const int64_t C = x.size(1);
+  torch::NoGradGuard no_grad;
+  for (int64_t k = 0; k < S; ++k) {
+    const int64_t tau = timesteps_[k];
+    auto out = model_output(model, x, tau, labels);
+    if (config_.kind == SamplerKind::kDdpm) {
+      const int64_t index = S - 1 - k;  // position in the respaced (ascending) chain
+      const auto noise = index > 0 ? draw() : torch::zeros_like(x);
+      x = ddpm_step(respaced_, index, x, out, config_.prediction, config_.variance, config_.clip_x0, noise);
+    } else {
+      if (out.size(1) == 2 * C) out = out.slice(1, 0, C);  // DDIM ignores a learned variance
+      const auto t = torch::full({B}, tau, torch::kLong);
+      const auto d = interpret_output(training_, config_.prediction, x, t, out, config_.clip_x0);
+      // After the last step ᾱ = 1 (clean data), as the DDIM paper's code does.
+      const double ab_next = k + 1 < S ? training_.alpha_bar(timesteps_[k + 1]) : 1.0;
+      const auto noise = config_.eta > 0 ? draw() : at::Tensor();
+      x = ddim_step(training_.alpha_bar(tau), ab_next, d.x0, d.eps, config_.eta, noise);
+    }
+  }
+  return x;
+}
+
+at::Tensor Sampler::invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const {
+  if (config_.kind != SamplerKind::kDdim || config_.eta != 0.0)
+    throw Error("DDIM inversion needs the DDIM sampler with eta = 0");
+  const std::vector<int64_t> up(timesteps_.rbegin(), timesteps_.rend());  // ascending
+  const int64_t B = x0.size(0), C = x0.size(1);
+  torch::NoGradGuard no_grad;
+  at::Tensor x = x0.to(torch::kFloat32).clone();
+  double ab = 1.0;  // x is clean data
+  for (size_t k = 0; k < up.size(); ++k) {
+    const int64_t t_eval = up[k == 0 ? 0 : k - 1];
+    auto out = model_output(model, x, t_eval, labels);
+    if (out.size(1) == 2 * C) out = out.slice(1, 0, C);
+    const auto t = torch::full({B}, t_eval, torch::kLong);
+    const auto eps = interpret_output(training_, config_.prediction, x, t, out, /*clip_x0=*/false).eps;
+    // x̂_0 from ε̂ at x's own noise level ᾱ (not t_eval's), then the η = 0 update upwards.
+    const auto x0_hat = (x - std::sqrt(1.0 - ab) * eps) / std::sqrt(ab);
+    const double ab_next = training_.alpha_bar(up[k]);
+    x = ddim_step(ab, ab_next, x0_hat, eps, 0.0, at::Tensor());
+    ab = ab_next;
+  }
+  return x;
+}
+
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda) {
+  const auto a64 = a.to(torch::kFloat64).flatten(1), b64 = b.to(torch::kFloat64).flatten(1);  // [B, n]
+  const auto cos = ((a64 * b64).sum(1) / (a64.norm(2, 1) * b64.norm(2, 1))).clamp(-1.0, 1.0);
+  const auto theta = cos.acos().unsqueeze(1);  // [B, 1]
+  const auto small = theta < 1e-6;
+  const auto sin = theta.sin();
+  const auto wa = torch::where(small, torch::full_like(theta, 1.0 - lambda), ((1.0 - lambda) * theta).sin() / sin);
+  const auto wb = torch::where(small, torch::full_like(theta, lambda), (lambda * theta).sin() / sin);
+  return (wa * a64 + wb * b64).reshape(a.sizes()).to(a.scalar_type());
+}
+
+}  // namespace diffusion

@@ -1,0 +1,92 @@
+// Reverse-process step functions (docs/math.md "Samplers", "Conditioning and guidance") as pure
+// tensor code over a NoiseSchedule, and a sampling loop over any denoiser callable. Sample i's
+// starting noise and every per-step noise come from generators keyed by (seed, i, step), so a
+// sample is a pure function of (model, settings, seed, i) whatever batch or rank computes it.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/diffusion/diffusion_config.h"
+#include "core/diffusion/schedule.h"
+#include "core/diffusion/spacing.h"
+
+namespace diffusion {
+
+enum class SamplerKind { kDdpm, kDdim };
+SamplerKind parse_sampler_kind(const std::string& name);  // ddpm | ddim
+std::string to_string(SamplerKind kind);
+
+struct SamplerConfig {
+  SamplerKind kind = SamplerKind::kDdim;
+  int64_t steps = 50;  // S <= T; respaced from the training schedule
+  TimestepSpacing spacing = TimestepSpacing::kLeading;
+  double eta = 0.0;                                      // DDIM only
+  VarianceKind variance = VarianceKind::kFixedLarge;     // DDPM only
+  Prediction prediction = Prediction::kEps;
+  bool clip_x0 = false;                                  // image data only
+  double guidance_scale = 1.0;  // classifier-free guidance s; 1 = plain conditional
+  int64_t num_classes = 0;      // > 0: conditional model whose null label is num_classes
+  uint64_t seed = 0;
+};
+
+// x_{t-1} = μ_θ + exp(½ log Σ) z, no noise at the last step (index 0). `index` indexes the
+// (respaced) schedule; `output` is the network output at (x_t, τ_index).
+at::Tensor ddpm_step(const NoiseSchedule& s, int64_t index, const at::Tensor& xt,
+                     const at::Tensor& output, Prediction prediction, VarianceKind variance,
+                     bool clip_x0, const at::Tensor& noise);
+
+// DDIM from ᾱ_t to ᾱ_{t'} (docs/math.md): x_{t'} = √ᾱ_{t'} x̂_0 + √(1-ᾱ_{t'}-σ²) ε̂ + σ z with
+// σ = η √((1-ᾱ_{t'})/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_{t'}). With alpha_bar_next > alpha_bar_t this is
+// the inversion direction (η must be 0).
+at::Tensor ddim_step(double alpha_bar_t, double alpha_bar_next, const at::Tensor& x0,
+                     const at::Tensor& eps, double eta, const at::Tensor& noise);
+
+// ε̃ = ε(∅) + s (ε(y) - ε(∅)), on any output (also v or x0 predictions, which are linear in ε).
+at::Tensor guided(const at::Tensor& unconditional, const at::Tensor& conditional, double scale);
+
+// Spherical interpolation of each row pair (docs/math.md "Latent interpolation"): a, b [B, ...],
+// λ in [0, 1]; sin((1-λ)θ)/sin θ · a + sin(λθ)/sin θ · b with θ the angle between the
+// flattened rows, computed in float64; linear where θ is below 1e-6.
+at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda);
+
+// The network as the sampler sees it: x_t, original timesteps τ (int64 [B]), labels (int64
+// [B] or undefined) → output.
+using DenoiseFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+class Sampler {
+ public:
+  // `training` is the schedule the model was trained with (T steps).
+  Sampler(const NoiseSchedule& training, const SamplerConfig& config);
+
+  // Generates samples `indices` (global sample numbers) from x_T (keyed noise, or `x_T` when
+  // defined). `labels` int64 [B] for conditional models, undefined for unconditional. With
+  // guidance (scale != 1 and labels given) both halves run in one batch of 2B.
+  at::Tensor sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
+                    const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
+                    const at::Tensor& x_T = {}) const;
+
+  // DDIM inversion (docs/math.md "Samplers": η = 0 forward in time): from data x_0 (ᾱ = 1) up
+  // through the visited timesteps in ascending order, each step using ε̂ at (x_t, t); the first
+  // step, from ᾱ = 1 where the network is not defined, uses ε̂ at the smallest visited
+  // timestep. No clipping. Returns x_T at the largest visited timestep, which sample() decodes.
+  at::Tensor invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const;
+
+  // The timesteps visited, in order (descending original τ).
+  const std::vector<int64_t>& timesteps() const { return timesteps_; }
+
+ private:
+  at::Tensor model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
+                          const at::Tensor& labels) const;
+
+  SamplerConfig config_;
+  NoiseSchedule training_;
+  NoiseSchedule respaced_;          // DDPM runs its ancestral chain on this
+  std::vector<int64_t> timesteps_;  // descending
+};
+
+}  // namespace diffusion
