@@ -5,6 +5,8 @@
                                  diffusion_cluster.load(RUN), all from LATENTS
   load-checks RUN ST_FILE ST_RUN EMA selection; safetensors weights equal the checkpoint's
   exceptions NOTRUN BADCRC BADARCH  load() raises RunFormatError naming the file
+  plots DIR RUN DISTILL             DIR holds PNGs; the distillation's rounds sit where its
+                                    steps-N metrics.jsonl say
 """
 import json
 import sys
@@ -122,8 +124,34 @@ def exceptions(notrun, badcrc, badarch):
     return ok
 
 
+def plots(folder, run, distill):
+    import os
+    from diffusion_cluster import plot
+
+    ok = True
+    for name in ("loss.png", "training.png", "quality.png"):
+        p = os.path.join(folder, name)
+        with open(p, "rb") as f:
+            head = f.read(24)
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+        if head[:8] != b"\x89PNG\r\n\x1a\n" or width < 400 or height < 200:
+            print(f"{p}: not a PNG of a plot ({width}x{height})"); ok = False
+    # Rounds run most steps first; round k starts after the images of the rounds before it.
+    label, rows, rounds = plot.read_run(distill)
+    folders = sorted((d for d in os.listdir(distill) if d.startswith("steps-")), key=lambda d: -int(d[6:]))
+    metrics = [[json.loads(l) for l in open(os.path.join(distill, d, "metrics.jsonl"))] for d in folders]
+    starts = list(np.cumsum([0] + [m[-1]["images_seen"] for m in metrics[:-1]]))
+    if len(folders) < 2 or rounds != [(int(x), f"{d[6:]} steps") for x, d in zip(starts, folders)] or \
+            len(rows) != sum(map(len, metrics)) or rows[-1]["images_seen"] != starts[-1] + metrics[-1][-1]["images_seen"]:
+        print(f"distillation rounds {rounds} / rows do not follow the rounds' metrics {folders}"); ok = False
+    # The smoothing is a trailing mean.
+    if not np.allclose(plot.smooth([1, 2, 3, 4, 5], 2), [1, 1.5, 2.5, 3.5, 4.5]):
+        print("smooth() is not a trailing mean"); ok = False
+    return ok
+
+
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     ok = {"compare": lambda: compare(args), "load-checks": lambda: load_checks(*args),
-          "exceptions": lambda: exceptions(*args)}[cmd]()
+          "exceptions": lambda: exceptions(*args), "plots": lambda: plots(*args)}[cmd]()
     sys.exit(0 if ok else 1)

@@ -121,4 +121,33 @@ else
   fail "load() exceptions"
 fi
 
+# --- plots: training curves of runs and a distillation, quality against steps ----------------
+if "$BIN/diffusion-distill" --teacher mlp --data ring.h5 --out dist2 --start-steps 4 --target-steps 1 \
+     --steps-per-round 6 --batch-size 32 --ema-rates none --log-every 2 --threads 1 >dist2.log 2>&1 &&
+   "$PY" -m diffusion_cluster.plot mlp dist2 --out plots >plot.log 2>&1; then
+  pass "plot runs (a distillation with rounds)"
+else
+  fail "plot runs (logs follow)"; cat dist2.log plot.log
+fi
+evals=()
+for s in 2 8; do
+  "$BIN/diffusion-sample" --checkpoint mlp --sampler ddim --steps "$s" --num-samples 300 --threads 1 \
+    --out "q$s" >/dev/null 2>&1 &&
+    "$BIN/diffusion-eval" --samples "q$s/samples.h5" --reference ring.h5 --json "q$s/eval.json" --threads 1 >/dev/null 2>&1
+  evals+=("q$s/eval.json")
+done
+"$BIN/diffusion-sample" --checkpoint dist2/steps-1 --num-samples 300 --threads 1 --out qs1 >/dev/null 2>&1 &&
+  "$BIN/diffusion-eval" --samples qs1/samples.h5 --reference ring.h5 --json qs1/eval.json --threads 1 >/dev/null 2>&1
+evals+=(qs1/eval.json)
+if "$PY" -m diffusion_cluster.plot --eval "${evals[@]}" --out plots >plot.log 2>&1 &&
+   "$PY" "$SRC/python/tests/interop_check.py" plots plots mlp dist2; then
+  pass "plots: loss.png, training.png, quality.png"
+else
+  fail "plots (log follows)"; cat plot.log
+fi
+expect_fail "plot of a folder that is not a run" "notarun: not a run folder" notarun/plots \
+  "$PY" -m diffusion_cluster.plot notarun
+expect_fail "plot of a file that is not an eval report" "mlp.json: not a diffusion-eval" plots2 \
+  "$PY" -m diffusion_cluster.plot --eval mlp.json --out plots2
+
 finish
