@@ -84,6 +84,7 @@ def export(run, out, ema=None):
         # Tracing records the one path the network takes; sizes are traced from the inputs, so
         # any batch size works. check_trace=False: the check re-runs the same inputs anyway.
         script = torch.jit.trace(wrapper, example, check_trace=False)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     tmp = {k: f"{p}.tmp-{os.getpid()}" for k, p in paths.items()}
     try:
         script.save(tmp["pt"])
