@@ -68,7 +68,7 @@ def read_run(path):
             part = _read_jsonl(mj)
             rounds.append((offset, f"{d[6:]} steps"))
             for r in part:
-                rows.append(dict(r, images_seen=r["images_seen"] + offset))
+                rows.append(dict(r, images_seen=r["images_seen"] + offset, round=len(rounds) - 1))
             offset = rows[-1]["images_seen"]
         if not rows:
             raise PlotInputError(f"{path}: a distillation folder ({dj}) without any steps-N/metrics.jsonl")
@@ -111,7 +111,10 @@ def plot_runs(runs, out, k=10):
         x = [r["images_seen"] for r in rows]
         loss = [r["loss"] for r in rows]
         a1.plot(x, loss, color=c, alpha=0.25, linewidth=0.8)
-        a1.plot(x, smooth(loss, k), color=c, label=label)
+        # Smoothed within each distillation round: each round has its own loss scale.
+        rid = np.array([r.get("round", 0) for r in rows])
+        smoothed = np.concatenate([smooth(np.asarray(loss)[rid == g], k) for g in dict.fromkeys(rid)])
+        a1.plot(x, smoothed, color=c, label=label)
         _mark_rounds(a1, rounds, c)
         q = [r.get("loss_per_t_quarter") for r in rows]
         if all(v is not None and len(v) == 4 for v in q):
@@ -124,8 +127,8 @@ def plot_runs(runs, out, k=10):
             _mark_rounds(a2, rounds, c)
     a1.set(title=f"loss (moving average over {k} records)", xlabel="images seen", ylabel="loss", yscale="log")
     a2.set(title="loss per quarter of the t range (1 = t near 0)", xlabel="images seen", yscale="log")
-    a1.legend(fontsize=8)
-    a2.legend(fontsize=7, ncol=1 if len(data) == 1 else 2)
+    a1.legend(fontsize=8, loc="lower left")
+    a2.legend(fontsize=6, ncol=1 if len(data) == 1 else 2, loc="lower left")
     fig.tight_layout()
     loss_png = os.path.join(out, "loss.png")
     fig.savefig(loss_png, dpi=110)
@@ -142,7 +145,7 @@ def plot_runs(runs, out, k=10):
     for ax, title in zip(axes, ("learning rate", "gradient norm (before clipping)", "images/s")):
         ax.set(title=title, xlabel="images seen")
     axes[1].set_yscale("log")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     training_png = os.path.join(out, "training.png")
     fig.savefig(training_png, dpi=110)
