@@ -36,11 +36,14 @@ say "sampling 100 images, 10 per class, DDIM 50 steps, guidance scale 3"
 say "scoring the samples against the training set (diffusion-eval)"
 build/bin/diffusion-eval --samples samples/fashion_mnist/samples.h5 \
   --reference data/fashion_mnist_train.h5 --json samples/fashion_mnist/eval.json --threads 2
+say "plotting the training curves (python -m diffusion_cluster.plot)"
+.venv/bin/python -m diffusion_cluster.plot runs/fashion_mnist --out runs/fashion_mnist/plots
 
 say "done"
 classes=$(build/bin/diffusion-data inspect data/fashion_mnist_train.h5 | sed -n 's/^  class [0-9]* (\(.*\)):.*/\1/p' | paste -sd, -)
 echo "  grid, one column per class ($classes):"
 echo "    $PWD/samples/fashion_mnist/grid.png"
+echo "  loss plot:        $PWD/runs/fashion_mnist/plots/loss.png (lr, grad norm, img/s: training.png beside it)"
 echo "  samples:          $PWD/samples/fashion_mnist/samples.h5 (images uint8 [100, 28, 28, 1], labels)"
 echo "  sample metrics:   $PWD/samples/fashion_mnist/eval.json"
 echo "  training metrics: $PWD/runs/fashion_mnist/metrics.jsonl (config.ini and checkpoints/ beside it)"

@@ -39,4 +39,18 @@ if ! .venv/bin/python -c "import diffusers; assert diffusers.__version__ == '${D
   echo "[setup] installing diffusers==${DIFFUSERS_VERSION} into .venv"
   .venv/bin/python -m pip install -q "diffusers==${DIFFUSERS_VERSION}"
 fi
+# The Python package (python/diffusion_cluster, docs/interop.md) and its two pinned extras:
+# matplotlib for the plots, safetensors for the weights-only export. The package itself goes in
+# as a .pth path entry, so edits to python/ apply without reinstalling.
+MATPLOTLIB_VERSION=3.10.8
+SAFETENSORS_VERSION=0.8.0
+if ! .venv/bin/python -c "import matplotlib, safetensors; assert matplotlib.__version__ == '${MATPLOTLIB_VERSION}' and safetensors.__version__ == '${SAFETENSORS_VERSION}'" 2>/dev/null; then
+  echo "[setup] installing matplotlib==${MATPLOTLIB_VERSION} safetensors==${SAFETENSORS_VERSION} into .venv"
+  .venv/bin/python -m pip install -q "matplotlib==${MATPLOTLIB_VERSION}" "safetensors==${SAFETENSORS_VERSION}"
+fi
+SITE_PACKAGES=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+if [ "$(cat "$SITE_PACKAGES/diffusion_cluster.pth" 2>/dev/null)" != "$PWD/python" ]; then
+  echo "[setup] installing the diffusion_cluster package (python/) into .venv"
+  echo "$PWD/python" >"$SITE_PACKAGES/diffusion_cluster.pth"
+fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda)')"
