@@ -19,8 +19,8 @@ void agree_or_throw(MPI_Comm comm, const std::string& local_error, const std::st
   MPI_CHECK(MPI_Allreduce(&failed_here, &failed, 1, MPI_INT, MPI_SUM, comm));
   const std::string message = broadcast_string(comm, rank == first ? local_error : std::string(), first);
   const std::string others = failed > 1 ? fmt::format(" (and {} other ranks)", failed - 1) : "";
-  const std::string text = failed == world
-                               ? (what.empty() ? message : fmt::format("{}: {}", what, message))
+  const std::string text = failed == world && what.empty()
+                               ? message
                                : fmt::format("{} failed on rank {}{} of {}: {}", what, first, others, world, message);
   // Agreed on the whole job, main may leave through MPI_Finalize. On a slice of the ranks (a job
   // of a jobs file) the others know nothing of it: a plain Error, so the job is taken down.

@@ -14,10 +14,9 @@
 namespace diffusion {
 
 // Every rank calls this at the same point with its own error text ("" for success). If any
-// rank failed, every rank throws the same error: "WHAT: MESSAGE" (or MESSAGE, for an empty
-// WHAT) when every rank failed
-// (an error all ranks found alike, such as a bad option), else "WHAT failed on rank R (and N
-// other ranks) of W: MESSAGE", naming the lowest failing rank. It is an AgreedError when `comm`
+// rank failed, every rank throws the same error "WHAT failed on rank R (and N other ranks) of
+// W: MESSAGE", naming the lowest failing rank; with an empty WHAT and every rank failing (an
+// error all ranks found alike, such as a bad option) just MESSAGE. It is an AgreedError when `comm`
 // spans the whole job (see core/base/error.h), else a plain Error. Doubles as a barrier.
 void agree_or_throw(MPI_Comm comm, const std::string& local_error, const std::string& what);
 
