@@ -116,6 +116,8 @@ def main():
     ap.add_argument("--timed-steps", type=int, default=60)
     ap.add_argument("--bind-core", action="store_true",
                     help="pin local rank r to core r, as mpirun's default --bind-to core does")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                    help="bf16: the forward under torch.autocast(bfloat16), as a user would write it")
     ap.add_argument("--count-params", action="store_true", help="print the parameter count and exit")
     args = ap.parse_args()
     if args.bind_core:
@@ -145,7 +147,7 @@ def main():
     log = print if rank == 0 else (lambda *a, **k: None)
     log(f"[peer] {cfg['model']} with {n_params} parameters on {world} rank(s), global batch "
         f"{global_batch} ({local} per rank), {args.threads} thread(s) per rank, "
-        f"{'bound to a core' if args.bind_core else 'unbound'}, torch {torch.__version__}")
+        f"{'bound to a core' if args.bind_core else 'unbound'}, {args.precision}, torch {torch.__version__}")
 
     ddp = DDP(model)  # broadcasts rank 0's parameters; 25 MB gradient buckets
     params = list(model.parameters())
@@ -186,8 +188,9 @@ def main():
         xt = (sqrt_ab[t].float().view(view) * x0 + sqrt_1mab[t].float().view(view) * eps)
 
         opt.zero_grad()
-        out = ddp(xt, t, y)
-        loss = (eps - out).pow(2).flatten(1).mean(1).mean()  # MSE per sample, mean over the batch
+        with torch.autocast(xt.device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            out = ddp(xt, t, y)
+        loss = (eps - out.float()).pow(2).flatten(1).mean(1).mean()  # MSE per sample, mean over the batch
         loss.backward()  # DDP averages gradients over ranks, bucket by bucket, during backward
 
         for g in opt.param_groups:

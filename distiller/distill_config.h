@@ -25,6 +25,8 @@ struct DistillConfig {
   // over the teacher's [model] and [diffusion] sections.
   std::vector<IniSetting> student_settings;
   std::string data;          // the [data] data path, also in student_settings
+  std::string device = "auto";  // [runtime] device and share-gpus, also in student_settings
+  bool share_gpus = false;
   std::string resolved_text;  // every option with its value, INI-style; printed and saved
 };
 

@@ -1,5 +1,5 @@
 // The option table of diffusion-distill: its own [distill] group plus the trainer's [data],
-// [optimiser], [checkpoint] and [logging] options (taken from the trainer's table, so both
+// [optimiser], [checkpoint], [logging] and [runtime] options (taken from the trainer's table, so both
 // programs accept the same keys with the same help), which configure every round's student.
 #include "distiller/distill_options.h"
 
@@ -8,6 +8,7 @@
 #include <deque>
 
 #include "core/base/error.h"
+#include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
 #include "trainer/train_options.h"
@@ -34,7 +35,7 @@ const OptionTable& distill_table() {
     OptionTable t;
     t.program = "diffusion-distill";
     t.usage = "mpirun -np W diffusion-distill --config FILE.ini --teacher RUN --data DATA.h5 --out DIR [--key value ...]";
-    t.groups = {"distill", "data", "optimiser", "checkpoint", "logging"};
+    t.groups = {"distill", "data", "optimiser", "checkpoint", "logging", "runtime"};
     t.specs.assign(std::begin(kDistillOptions), std::end(kDistillOptions));
     for (const auto& o : train_option_specs()) {
       const std::string group = o.group;
@@ -79,6 +80,9 @@ std::optional<DistillConfig> parse_distill_options(int argc, char** argv) {
     throw Error("option --student-prediction eps: an eps student is unstable at few steps (x0 = (z - sigma eps)/a "
                 "blows up where a -> 0); use v or x0");
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
+  c.device = s("device");
+  parse_device_kind(c.device);  // a bad value fails here, naming the option
+  c.share_gpus = option_bool("share-gpus", s("share-gpus"));
   c.data = s("data");
   if (c.data.empty()) throw Error("option --data is required (the data the teacher was trained on)");
 

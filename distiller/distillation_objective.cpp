@@ -10,6 +10,7 @@
 #include "core/base/error.h"
 #include "core/diffusion/gaussian_diffusion.h"
 #include "core/diffusion/samplers.h"
+#include "core/models/autocast.h"
 
 namespace diffusion {
 
@@ -39,12 +40,12 @@ std::pair<at::Tensor, at::Tensor> DistillationObjective::teacher_denoise(const a
   at::Tensor out;
   if (guide) {
     // Both halves in one batch: conditional, then the null label.
-    const auto out2 = teacher_->forward(torch::cat({z, z}), torch::cat({t, t}),
-                                        torch::cat({y, torch::full_like(y, settings_.num_classes)}));
+    const auto out2 = run_network(*teacher_, torch::cat({z, z}), torch::cat({t, t}),
+                                  torch::cat({y, torch::full_like(y, settings_.num_classes)}), settings_.precision);
     const auto halves = out2.chunk(2, 0);
     out = guided(halves[1], halves[0], settings_.guidance_scale);
   } else {
-    out = teacher_->forward(z, t, y);
+    out = run_network(*teacher_, z, t, y, settings_.precision);
   }
   out = out.narrow(1, 0, settings_.channels);  // the mean channels of a learned-variance output
   const auto d = interpret_output(schedule_, settings_.teacher_prediction, z, t, out, settings_.clip_x0);
@@ -54,6 +55,7 @@ std::pair<at::Tensor, at::Tensor> DistillationObjective::teacher_denoise(const a
 ObjectiveLosses DistillationObjective::losses(DenoiserImpl& student, const at::Tensor& x0, const at::Tensor& y,
                                               const at::Tensor& draw, const at::Tensor& eps) {
   const auto k2 = (draw + 1) * 2;  // 2k, k = 1 … N
+  if (grid_.device() != draw.device()) grid_ = grid_.to(draw.device());
   const auto t = grid_.index({k2});          // [m]
   const auto t_mid = grid_.index({k2 - 1});  // t' (>= 0: 2N <= T)
   const auto t_end = grid_.index({k2 - 2});  // t'' (-1 for k = 1: clean data)
@@ -70,7 +72,7 @@ ObjectiveLosses DistillationObjective::losses(DenoiserImpl& student, const at::T
     const auto z_end = ddim_deterministic(ab_end, x0_b, eps_b);
     target = distillation_target(z_t, z_end, ab_t, ab_end);
   }
-  const auto out = student.forward(z_t, t, y).narrow(1, 0, settings_.channels);
+  const auto out = run_network(student, z_t, t, y, settings_.precision).narrow(1, 0, settings_.channels);
   const auto x0_hat = interpret_output(schedule_, settings_.student_prediction, z_t, t, out, false).x0;
   const auto loss = truncated_snr_weight(ab_t) * mean_over_nonbatch((x0_hat - target).square());
   return {loss, t};

@@ -9,6 +9,7 @@
 #include "core/models/denoiser.h"
 #include "core/diffusion/diffusion_config.h"
 #include "core/diffusion/schedule.h"
+#include "core/models/precision.h"
 #include "trainer/objective.h"
 
 namespace diffusion {
@@ -21,10 +22,12 @@ struct DistillationSettings {
   double guidance_scale = 1.0;
   int64_t num_classes = 0;    // > 0: conditional; the null label is num_classes
   int64_t channels = 0;       // output channels of the mean (a learned variance adds as many)
+  Precision precision = Precision::kFp32;  // of the teacher's and the student's forward passes
 };
 
 class DistillationObjective : public TrainingObjective {
  public:
+  // The teacher must already be on the device the student trains on.
   DistillationObjective(NoiseSchedule schedule, std::shared_ptr<DenoiserImpl> teacher,
                         DistillationSettings settings);
   int64_t timestep_draws() const override { return settings_.student_steps; }

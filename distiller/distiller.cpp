@@ -16,6 +16,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/models/autocast.h"
 #include "datasets/dataset_file.h"
 #include "distiller/distillation_objective.h"
 #include "trainer/config_text.h"
@@ -122,6 +123,9 @@ DistillResult run_distillation(const DistillConfig& c, MPI_Comm comm, Communicat
     settings.guidance_scale = c.guidance_scale;
     settings.num_classes = teacher.train.num_classes;
     settings.channels = teacher.train.sample_shape[0];  // C of [C, H, W], or D of [D]
+    const c10::Device device = communicator.device();
+    settings.precision = effective_precision(config.runtime.precision, device.type());
+    teacher.net->to(device);
     DistillationObjective objective(NoiseSchedule::from_config(teacher.train.diffusion.schedule), teacher.net,
                                     settings);
     Trainer trainer(config, comm, communicator, &objective);

@@ -5,7 +5,8 @@
 #include "core/base/mpi_session.h"
 #include "core/base/stop_signal.h"
 #include "core/comm/agreement.h"
-#include "core/comm/mpi_communicator.h"
+#include "core/comm/communicator_factory.h"
+#include "core/comm/device.h"
 #include "distiller/distill_options.h"
 #include "distiller/distiller.h"
 
@@ -16,8 +17,10 @@ int main(int argc, char** argv) {
     const auto config = diffusion::agreed(MPI_COMM_WORLD, "", [&] { return diffusion::parse_distill_options(argc, argv); });
     if (!config) return 0;
     diffusion::install_stop_signal_handlers();
-    diffusion::MpiCommunicator communicator(MPI_COMM_WORLD);
-    diffusion::run_distillation(*config, MPI_COMM_WORLD, communicator);
+    const auto device = diffusion::select_device(
+        MPI_COMM_WORLD, {diffusion::parse_device_kind(config->device), config->share_gpus});
+    const auto communicator = diffusion::make_communicator(MPI_COMM_WORLD, device.device);
+    diffusion::run_distillation(*config, MPI_COMM_WORLD, *communicator);
     return 0;
   });
 }

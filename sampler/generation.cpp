@@ -24,6 +24,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -32,11 +33,12 @@
 
 #include "core/base/error.h"
 #include "core/base/text.h"
-#include "core/comm/agreement.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/agreement.h"
 #include "core/diffusion/samplers.h"
 #include "core/diffusion/schedule.h"
+#include "core/models/autocast.h"
 #include "datasets/dataset_file.h"
 #include "sampler/latents_file.h"
 #include "sampler/sample_shard.h"
@@ -393,22 +395,35 @@ SampleRange rank_sample_range(int64_t num_samples, int world_size, int rank) {
   return {num_samples * rank / world_size, num_samples * (rank + 1) / world_size};
 }
 
-void run_sampling(const SampleConfig& c, MPI_Comm comm) {
+void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& device) {
   int rank = 0, world = 1;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_size(comm, &world));
   if (c.threads > 0) torch::set_num_threads(c.threads);
 
-  // --- 1. model, inputs and settings, checked on every rank before anything is written -------
+  // --- 1. device, model, inputs and settings, checked on every rank before anything is written -
   // (A missing checkpoint or a bad input file is found alike on every rank: agreed, reported once.)
+  const Precision precision = effective_precision(c.precision, device.type());
+  if (device.is_cuda()) {
+    // A sample must not depend on which kernels the libraries pick at run time: no cuDNN
+    // autotuning, deterministic cuDNN algorithms, cuBLAS with a fixed workspace split.
+    setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+    at::globalContext().setBenchmarkCuDNN(false);
+    at::globalContext().setDeterministicCuDNN(true);
+  }
+  if (const auto note = precision_fallback_note(c.precision, device.type()); !note.empty()) log0("[sample] {}", note);
   const SamplingModel m = agreed(comm, "[sample] model", [&] {
-    return c.torchscript.path.empty() ? load_checkpoint_model(c) : load_torchscript_model(c.torchscript);
+    return c.torchscript.path.empty() ? load_checkpoint_model(c, device, precision)
+                                      : load_torchscript_model(c.torchscript, device, precision);
   });
   std::optional<InputRows> input_rows;
   std::optional<Resolved> resolved;
   agree_or_throw(comm, capture_error([&] {
     input_rows.emplace(c, m);
     resolved.emplace(resolve(c, m, input_rows->rows(), rank));
+    // Precision and the device type change the bits of a sample (not W or the batch size).
+    resolved->settings["precision"] = to_string(precision);
+    resolved->settings["device"] = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
   }), "[sample] inputs");
   InputRows& input = *input_rows;
   const Resolved& r = *resolved;
@@ -461,8 +476,8 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
   if (static_cast<Start>(state) == Start::kTaskComplete) {
     log0("[sample] task {} of {} is already complete", c.array_task, c.array_tasks);
   } else {
-    log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps, seed {}", m.description, N, world, task_text,
-         c.sampler, r.sampler.steps, c.seed);
+    log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps, seed {}, {} on {}", m.description, N, world,
+         task_text, c.sampler, r.sampler.steps, c.seed, to_string(precision), device.str());
 
     // --- 3. this rank's block, continued from its shard's record -------------------------------
     const auto mine_range = rank_sample_range(task_range.end - task_range.begin, world, rank);
@@ -500,11 +515,11 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
           } else {
             for (int64_t i : indices) labels.push_back(c.class_label.value_or(i % num_classes));
           }
-          y = torch::tensor(labels, torch::kLong);
+          y = torch::tensor(labels, torch::kLong).to(device);
         }
         at::Tensor x;
         if (inverting) {
-          x = sampler.invert(net, input.read(i0, i0 + b), y);  // [B, C, H, W] or [B, D] latents
+          x = sampler.invert(net, input.read(i0, i0 + b).to(device), y);  // [B, C, H, W] or [B, D] latents
         } else {
           at::Tensor x_T;
           if (r.source == Source::kLatents) x_T = input.read(i0, i0 + b);
@@ -520,11 +535,12 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm) {
             }
             x_T = torch::cat(rows_T);
           }
-          x = sampler.sample(net, indices, shape, y, x_T);  // [B, C, H, W] or [B, D]
+          if (x_T.defined()) x_T = x_T.to(device);
+          x = sampler.sample(net, indices, shape, y, x_T).to(torch::kCPU);  // [B, C, H, W] or [B, D]
           if (r.images) x = x.permute({0, 2, 3, 1});        // [B, H, W, C]
           if (layout.images) x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch::kUInt8);
         }
-        x = x.contiguous();
+        x = x.to(torch::kCPU).contiguous();
         shard.append(x.data_ptr(), labels.empty() ? nullptr : labels.data(), indices.data(), b);
         done += b;
 

@@ -4,6 +4,7 @@
 // write them as they finish into per-rank shards, joined by rank 0 into DIR/samples.h5.
 #pragma once
 
+#include <c10/core/Device.h>
 #include <mpi.h>
 
 #include <cstdint>
@@ -24,6 +25,8 @@ SampleRange rank_sample_range(int64_t num_samples, int world_size, int rank);
 // continues from what each rank's shard records as complete; a different command is refused.
 // Throws diffusion::Error (naming the option, file or key) before writing anything for bad
 // input.
-void run_sampling(const SampleConfig& config, MPI_Comm comm);
+// `device` is this rank's (core/comm/device.h, chosen over the whole world, so that jobs on
+// slices of the ranks do not pick the same GPU).
+void run_sampling(const SampleConfig& config, MPI_Comm comm, const c10::Device& device);
 
 }  // namespace diffusion

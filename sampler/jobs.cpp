@@ -14,8 +14,9 @@
 
 #include "core/base/error.h"
 #include "core/base/log.h"
-#include "core/comm/mpi_communicator.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/communicator_factory.h"
+#include "core/comm/device.h"
 #include "distiller/distiller.h"
 #include "sampler/generation.h"
 
@@ -84,6 +85,16 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
       log0("[jobs]   {} ({}) ranks {}-{}{}", jobs[j].name, jobs[j].sample ? "sample" : "distill", first_rank[j],
            first_rank[j] + jobs[j].ranks - 1, jobs[j].after.empty() ? "" : fmt::format(", after {}", fmt::join(jobs[j].after, ", ")));
   }
+  // Devices are chosen once over the whole world (a node's GPUs split among all its ranks,
+  // whatever job they run): CUDA where any job asks for it, CPU where every job does.
+  DeviceRequest wanted{DeviceKind::kCpu, false};
+  for (const auto& job : jobs) {
+    const DeviceKind kind = parse_device_kind(job.sample ? job.sample->device : job.distill->device);
+    if (kind == DeviceKind::kCuda || (kind == DeviceKind::kAuto && wanted.kind == DeviceKind::kCpu))
+      wanted.kind = kind;
+    wanted.share_gpus = wanted.share_gpus || (job.sample ? job.sample->share_gpus : job.distill->share_gpus);
+  }
+  const c10::Device rank_device = select_device(world, wanted).device;
   MPI_Comm job_comm = MPI_COMM_NULL;
   MPI_CHECK(MPI_Comm_split(world, my_job < 0 ? MPI_UNDEFINED : my_job, rank, &job_comm));
 
@@ -91,6 +102,9 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
   double seconds = 0;
   if (my_job >= 0) {
     const auto& job = jobs[my_job];
+    // A job that asks for the CPU gets it, also on a rank that holds a GPU.
+    const bool cpu_job = parse_device_kind(job.sample ? job.sample->device : job.distill->device) == DeviceKind::kCpu;
+    const c10::Device device = cpu_job ? c10::Device(c10::kCPU) : rank_device;
     const auto index_of = [&](const std::string& name) {
       for (int j = 0; j < num_jobs; ++j)
         if (jobs[j].name == name) return j;
@@ -119,11 +133,12 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
       const bool complete_before = output_complete(job);
       try {
         if (job.sample) {
-          run_sampling(*job.sample, job_comm);
+          run_sampling(*job.sample, job_comm, device);
           status = kDone;
         } else {
-          MpiCommunicator communicator(job_comm);
-          status = run_distillation(*job.distill, job_comm, communicator).stopped_by_signal ? kStopped : kDone;
+          // The job's own communicator over its slice of the ranks (NCCL on GPUs).
+          const auto communicator = make_communicator(job_comm, device);
+          status = run_distillation(*job.distill, job_comm, *communicator).stopped_by_signal ? kStopped : kDone;
         }
       } catch (const Error& e) {
         throw Error(fmt::format("[job.{}] {}", job.name, e.what()));

@@ -5,6 +5,7 @@
 #include "core/base/mpi_session.h"
 #include "core/base/stop_signal.h"
 #include "core/comm/agreement.h"
+#include "core/comm/device.h"
 #include "sampler/generation.h"
 #include "sampler/jobs.h"
 #include "sampler/jobs_options.h"
@@ -25,7 +26,9 @@ int main(int argc, char** argv) {
     }
     const auto config = diffusion::agreed(MPI_COMM_WORLD, "", [&] { return diffusion::parse_sample_options(argc, argv); });
     if (!config) return 0;
-    diffusion::run_sampling(*config, MPI_COMM_WORLD);
+    const auto device = diffusion::select_device(
+        MPI_COMM_WORLD, {diffusion::parse_device_kind(config->device), config->share_gpus});
+    diffusion::run_sampling(*config, MPI_COMM_WORLD, device.device);
     return 0;
   });
 }

@@ -10,6 +10,7 @@
 
 #include "core/diffusion/diffusion_config.h"
 #include "core/diffusion/spacing.h"
+#include "core/models/precision.h"
 
 namespace diffusion {
 
@@ -46,6 +47,9 @@ struct SampleConfig {
   std::optional<int64_t> class_label;     // unset: sample i gets class i mod C
   bool save_float = false;                // images: write float `x` instead of uint8 `images`
   int threads = 0;                        // intra-op threads per rank; 0 = LibTorch's default
+  std::string device = "auto";            // --device auto | cpu | cuda (core/comm/device.h)
+  bool share_gpus = false;                // more ranks per node than GPUs
+  Precision precision = Precision::kFp32;  // of the forward passes; the update math is float32
 };
 
 }  // namespace diffusion

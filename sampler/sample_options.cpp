@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "core/base/error.h"
+#include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
 
@@ -47,6 +48,9 @@ const OptionSpec kOptions[] = {
     {"sampler", "seed", "0", "seed: sample i is a function of (model, settings, seed, i)"},
     {"runtime", "batch-size", "64", "samples per forward pass per rank (does not change results)"},
     {"runtime", "threads", "0", "intra-op threads per rank; 0 = default"},
+    {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
+    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
+    {"runtime", "precision", "fp32", "fp32 | bf16: the network's forward passes (the sampler's update math stays float32)"},
     {"slurm", "array-task", "0", "K: this job generates indices [floor(K*N/P), floor((K+1)*N/P)) into the same --out; "
      "the last task to finish writes samples.h5"},
     {"slurm", "array-tasks", "1", "P, jobs that share the N samples (a Slurm job array: K = $SLURM_ARRAY_TASK_ID)"},
@@ -135,6 +139,10 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (c.batch_size <= 0) throw Error(fmt::format("option --batch-size: {} must be positive", c.batch_size));
   c.threads = static_cast<int>(option_int("threads", s("threads")));
   if (c.threads < 0) throw Error(fmt::format("option --threads: {} must be >= 0", c.threads));
+  c.device = s("device");
+  parse_device_kind(c.device);  // a bad value fails here, naming the option
+  c.share_gpus = option_bool("share-gpus", s("share-gpus"));
+  c.precision = parse_precision(s("precision"));
   c.array_tasks = static_cast<int>(option_int("array-tasks", s("array-tasks")));
   if (c.array_tasks < 1) throw Error(fmt::format("option --array-tasks: {} must be at least 1", c.array_tasks));
   c.array_task = static_cast<int>(option_int("array-task", s("array-task")));

@@ -14,6 +14,7 @@
 #include <fstream>
 
 #include "core/base/error.h"
+#include "core/models/autocast.h"
 #include "datasets/dataset_file.h"
 #include "trainer/trained_model.h"
 
@@ -51,8 +52,9 @@ std::pair<uint32_t, uint64_t> file_crc32(const std::string& path) {
   return {static_cast<uint32_t>(crc), bytes};
 }
 
-SamplingModel load_checkpoint_model(const SampleConfig& c) {
+SamplingModel load_checkpoint_model(const SampleConfig& c, const c10::Device& device, Precision precision) {
   TrainedModel t = load_trained_model(c.checkpoint, c.ema, "option --checkpoint");
+  t.net->to(device);
   SamplingModel m;
   m.description = fmt::format("{} step {} (ema {})", t.checkpoint_dir, t.step, t.ema);
   m.identity = {{"checkpoint", t.checkpoint_dir}, {"step", t.step}, {"ema", t.ema}, {"kind", t.train.model.kind}};
@@ -63,20 +65,20 @@ SamplingModel load_checkpoint_model(const SampleConfig& c) {
   m.num_classes = t.train.num_classes;
   m.class_names = class_names_of(t.train.data.path, t.train.num_classes);
   m.distilled = t.train.distilled;
-  m.forward = [net = t.net](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
-    return net->forward(x, t, y);
+  m.forward = [net = t.net, precision](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    return run_network(*net, x, t, y, precision);
   };
   return m;
 }
 
-SamplingModel load_torchscript_model(const TorchScriptModel& c) {
+SamplingModel load_torchscript_model(const TorchScriptModel& c, const c10::Device& device, Precision precision) {
   std::error_code ec;
   if (!fs::is_regular_file(c.path, ec))
     throw Error(fmt::format("option --torchscript: {} is not a readable file", c.path));
   const auto [crc, bytes] = file_crc32(c.path);
   auto module = std::make_shared<torch::jit::Module>();
   try {
-    *module = torch::jit::load(c.path, torch::kCPU);
+    *module = torch::jit::load(c.path, device);
   } catch (const std::exception& e) {
     std::string what = e.what();
     what = what.substr(0, what.find('\n'));
@@ -106,11 +108,13 @@ SamplingModel load_torchscript_model(const TorchScriptModel& c) {
   m.prediction = c.prediction;
   m.sample_shape = c.sample_shape;
   m.num_classes = c.num_classes;
-  m.forward = [module, conditional, num_classes = c.num_classes](const at::Tensor& x, const at::Tensor& t,
-                                                                  const at::Tensor& y) {
+  m.forward = [module, conditional, num_classes = c.num_classes, precision](const at::Tensor& x, const at::Tensor& t,
+                                                                             const at::Tensor& y) {
     std::vector<torch::jit::IValue> args{x, t};
-    if (conditional) args.emplace_back(y.defined() ? y : torch::full({x.size(0)}, num_classes, torch::kLong));
-    return module->forward(args).toTensor();
+    if (conditional)
+      args.emplace_back(y.defined() ? y : torch::full({x.size(0)}, num_classes, t.options().dtype(torch::kLong)));
+    AutocastScope autocast(x.device().type(), precision);
+    return module->forward(args).toTensor().to(torch::kFloat);
   };
 
   // One probe forward: a wrong --sample-shape or --num-classes fails here, before anything is
@@ -120,8 +124,9 @@ SamplingModel load_torchscript_model(const TorchScriptModel& c) {
   shape.insert(shape.end(), c.sample_shape.begin(), c.sample_shape.end());
   at::Tensor out;
   try {
-    out = m.forward(torch::zeros(shape), torch::full({2}, c.timesteps - 1, torch::kLong),
-                    conditional ? torch::zeros({2}, torch::kLong) : at::Tensor());
+    const auto on = torch::TensorOptions().device(device);
+    out = m.forward(torch::zeros(shape, on), torch::full({2}, c.timesteps - 1, on.dtype(torch::kLong)),
+                    conditional ? torch::zeros({2}, on.dtype(torch::kLong)) : at::Tensor());
   } catch (const std::exception& e) {
     // The interpreter's message ends with the error itself, after a serialized traceback.
     std::string what = e.what();

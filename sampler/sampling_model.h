@@ -3,6 +3,8 @@
 // thing: a denoiser callable plus the diffusion settings and the identity for the manifest.
 #pragma once
 
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -29,13 +31,15 @@ struct SamplingModel {
   DenoiseFn forward;                  // (x_t, t, y) -> output; y undefined for unconditional
 };
 
-// --checkpoint: a run folder (its latest) or a step folder; --ema picks the weights.
-SamplingModel load_checkpoint_model(const SampleConfig& config);
+// --checkpoint: a run folder (its latest) or a step folder; --ema picks the weights. The
+// network runs on `device` in `precision` (core/models/autocast.h) and returns float32.
+SamplingModel load_checkpoint_model(const SampleConfig& config, const c10::Device& device, Precision precision);
 
 // --torchscript: checks that the file loads, that forward takes (x, t) or (x, t, y) as
 // --num-classes says, and that it maps a batch of --sample-shape to that shape; its identity is
 // the file's CRC32 (zlib) and byte size. Throws diffusion::Error naming the file otherwise.
-SamplingModel load_torchscript_model(const TorchScriptModel& config);
+SamplingModel load_torchscript_model(const TorchScriptModel& config, const c10::Device& device,
+                                     Precision precision);
 
 // CRC32 (zlib's) and byte size of a file, the identity of model and input files in manifests.
 std::pair<uint32_t, uint64_t> file_crc32(const std::string& path);

@@ -1,12 +1,18 @@
 // The UNet and MLP denoisers: the DDPM CIFAR-10 network's size, shapes at 28×28 and 32×32,
-// conditioning, learned-variance channels, and the timestep embedding's closed form.
+// conditioning, learned-variance channels, and the timestep embedding's closed form; the
+// networks under bf16 autocast (float32 out, float32 weights and gradients, near fp32).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <cmath>
+#include <ATen/autocast_mode.h>
 
-#include "core/models/denoiser.h"
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
 #include "core/base/error.h"
+#include "core/models/autocast.h"
+#include "core/models/denoiser.h"
 #include "core/models/unet.h"
 #include "tests/test_utils.h"
 
@@ -139,6 +145,91 @@ TEST(TimestepEmbedding, ClosedForm) {
       EXPECT_NEAR(e[row][4 + i].item<float>(), std::sin(t * freq), 2e-4) << row << "," << i;
     }
   }
+}
+
+double relative_difference(const at::Tensor& a, const at::Tensor& b) {
+  return ((a - b).norm() / b.norm()).item<double>();
+}
+
+TEST(Autocast, Bf16ForwardReturnsFloat32NearTheFp32Output) {
+  torch::manual_seed(0);
+  UNetImpl net(small_unet());
+  randomize(net);
+  const auto x = torch::randn({2, 1, 28, 28});
+  const auto t = torch::tensor({10, 900}, torch::kLong);
+  const auto fp32 = run_network(net, x, t, {}, Precision::kFp32);
+  const auto bf16 = run_network(net, x, t, {}, Precision::kBf16);
+  EXPECT_EQ(bf16.scalar_type(), torch::kFloat32);
+  // bfloat16 keeps 8 significant bits: the output moves by ~1e-3 relative, not by 0 (autocast
+  // really ran) and not by O(1) (nothing broke).
+  const double rel = relative_difference(bf16, fp32);
+  EXPECT_GT(rel, 1e-5);
+  EXPECT_LT(rel, 3e-2);
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // the scope ended
+}
+
+TEST(Autocast, Bf16BackwardKeepsFloat32WeightsAndGradientsNearFp32) {
+  torch::manual_seed(1);
+  UNetImpl net(small_unet());
+  randomize(net);
+  const auto x = torch::randn({2, 1, 28, 28});
+  const auto t = torch::tensor({5, 500}, torch::kLong);
+  const auto grads = [&](Precision p) {
+    net.zero_grad();
+    run_network(net, x, t, {}, p).square().mean().backward();
+    std::vector<at::Tensor> g;
+    for (const auto& param : net.parameters()) {
+      EXPECT_EQ(param.scalar_type(), torch::kFloat32);
+      EXPECT_EQ(param.grad().scalar_type(), torch::kFloat32);
+      g.push_back(param.grad().flatten().clone());
+    }
+    return torch::cat(g);
+  };
+  const auto fp32 = grads(Precision::kFp32), bf16 = grads(Precision::kBf16);
+  const double rel = relative_difference(bf16, fp32);
+  EXPECT_GT(rel, 1e-5);
+  EXPECT_LT(rel, 5e-2);
+}
+
+TEST(Autocast, ScopesNestAndRestoreTheState) {
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));
+  {
+    AutocastScope outer(at::kCPU, Precision::kBf16);
+    EXPECT_TRUE(at::autocast::is_autocast_enabled(at::kCPU));
+    EXPECT_EQ(at::autocast::get_autocast_dtype(at::kCPU), at::kBFloat16);
+    {
+      AutocastScope inner(at::kCPU, Precision::kBf16);
+      const auto a = torch::randn({4, 4});
+      EXPECT_EQ(torch::mm(a, a).scalar_type(), at::kBFloat16);  // matmuls in bf16 under the scope
+    }
+    EXPECT_TRUE(at::autocast::is_autocast_enabled(at::kCPU));
+    AutocastScope fp32(at::kCPU, Precision::kFp32);  // fp32 leaves autocast as it is
+    EXPECT_TRUE(at::autocast::is_autocast_enabled(at::kCPU));
+  }
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));
+  const auto a = torch::randn({4, 4});
+  EXPECT_EQ(torch::mm(a, a).scalar_type(), at::kFloat);
+}
+
+TEST(Autocast, NativeBf16DetectionAgreesWithProcCpuinfo) {
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) GTEST_SKIP() << "no /proc/cpuinfo";
+  std::string flags;
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("flags", 0) == 0) {
+      flags = " " + line.substr(line.find(':') + 1) + " ";
+      break;
+    }
+  const bool listed = flags.find(" avx512_bf16 ") != std::string::npos || flags.find(" amx_bf16 ") != std::string::npos;
+  EXPECT_EQ(cpu_has_native_bf16(), listed) << flags;
+  EXPECT_EQ(effective_precision(Precision::kBf16, at::kCPU), listed ? Precision::kBf16 : Precision::kFp32);
+  EXPECT_EQ(precision_fallback_note(Precision::kBf16, at::kCPU).empty(), listed);
+  EXPECT_EQ(effective_precision(Precision::kBf16, at::kCUDA), Precision::kBf16);
+}
+
+TEST(Autocast, PrecisionNamesRoundTripAndBadOnesNameTheOption) {
+  for (Precision p : {Precision::kFp32, Precision::kBf16}) EXPECT_EQ(parse_precision(to_string(p)), p);
+  testing::expect_error([] { parse_precision("fp16"); }, {"--precision", "fp16", "fp32 or bf16"});
 }
 
 }  // namespace

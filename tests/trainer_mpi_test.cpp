@@ -4,7 +4,10 @@
 //    reduction round-off), on sub-communicators, not only MPI_COMM_WORLD;
 //  - a run stopped and resumed from its checkpoint is bit-identical to an uninterrupted one;
 //  - a checkpoint written at W = 2 resumes at W = 3 and lands where an uninterrupted run goes;
-//  - micro-batching changes nothing but round-off.
+//  - micro-batching changes nothing but round-off;
+//  - in bf16 (autocast) the same hold: W-invariance to bf16 round-off (far below what another
+//    seed changes), bit-identical resume, 2 → 3 rank resume, and an fp32 checkpoint resumes in
+//    bf16. Both the MLP and a small UNet (with attention) are trained.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -92,6 +95,59 @@ TrainConfig toy_config(const std::string& out, int64_t steps) {
   return c;
 }
 
+// A small image set (8×8, one channel, 4 classes) with structure a UNet can learn.
+const std::string& image_data() {
+  static std::string path = [] {
+    const std::string p = shared_dir() + "/images.h5";
+    if (world_rank() == 0) {
+      const int64_t n = 96, h = 8, w = 8;
+      DatasetSpec spec;
+      spec.kind = DataKind::kImages;
+      spec.sample_shape = {h, w, 1};
+      spec.has_labels = true;
+      spec.num_classes = 4;
+      std::vector<uint8_t> pixels(static_cast<size_t>(n * h * w));
+      std::vector<int64_t> labels(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) {
+        labels[i] = i % 4;
+        for (int64_t y = 0; y < h; ++y)
+          for (int64_t x = 0; x < w; ++x)  // class k: a bar at row/column 2k, plus a gradient
+            pixels[(i * h + y) * w + x] = static_cast<uint8_t>(
+                (y == 2 * labels[i] || x == 2 * labels[i] ? 200 : 0) + (x + y + i) % 50);
+      }
+      DatasetWriter writer(p, spec);
+      writer.append_images(pixels.data(), labels.data(), n);
+      writer.commit();
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    return p;
+  }();
+  return path;
+}
+
+TrainConfig unet_config(const std::string& out, int64_t steps) {
+  auto c = toy_config(out, steps);
+  c.data.path = image_data();
+  c.model.kind = "unet";
+  auto& u = c.model.unet;
+  u.in_channels = 1;
+  u.base_channels = 8;
+  u.channel_mult = {1, 2};
+  u.num_res_blocks = 1;
+  u.attention_resolutions = {4};
+  u.image_size = 8;
+  u.num_groups = 4;
+  u.dropout = 0.0;
+  c.optim.lr = 1e-3;
+  c.resolved_text = "[model]\nmodel = unet\nbase-channels = 8\n[diffusion]\ntimesteps = 100\n";
+  return c;
+}
+
+TrainConfig in_bf16(TrainConfig c) {
+  c.runtime.precision = Precision::kBf16;
+  return c;
+}
+
 // Runs `config` on the ranks whose `color` is `active` (others wait), on a communicator made
 // of exactly those ranks.
 void train_on(int color, int active, const TrainConfig& config) {
@@ -112,6 +168,25 @@ std::map<std::string, at::Tensor> final_state(const std::string& run) {
   EXPECT_TRUE(dir.has_value()) << run;
   auto loaded = read_checkpoint(*dir);
   return {loaded.state.tensors.begin(), loaded.state.tensors.end()};
+}
+
+// The largest |a - b| over the model and EMA tensors of two runs' final checkpoints.
+double max_model_difference(const std::string& a, const std::string& b) {
+  const auto sa = final_state(a), sb = final_state(b);
+  double diff = 0;
+  for (const auto& [name, t] : sa)
+    if (name.rfind("model/", 0) == 0 || name.rfind("ema_", 0) == 0)
+      diff = std::max(diff, (t - sb.at(name)).abs().max().item<double>());
+  return diff;
+}
+
+void expect_bit_identical(const std::string& a, const std::string& b) {
+  const auto sa = final_state(a), sb = final_state(b);
+  ASSERT_EQ(sa.size(), sb.size());
+  for (const auto& [name, t] : sa) {
+    ASSERT_TRUE(sb.count(name)) << name;
+    EXPECT_TRUE(torch::equal(t, sb.at(name))) << name << " differs: " << a << " vs " << b;
+  }
 }
 
 void expect_same_model(const std::string& a, const std::string& b, double rtol, double atol) {
@@ -175,14 +250,7 @@ TEST_F(TrainerMpiTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
   train_on(color, 0, config(d + "/straight", 6));
   train_on(color, 0, config(d + "/stopped", 3));  // stops at 3 with a checkpoint
   train_on(color, 0, config(d + "/stopped", 6));  // same command, longer: resumes from 3
-  if (world_rank() == 0) {
-    const auto a = final_state(d + "/straight"), b = final_state(d + "/stopped");
-    ASSERT_EQ(a.size(), b.size());
-    for (const auto& [name, t] : a) {
-      ASSERT_TRUE(b.count(name)) << name;
-      EXPECT_TRUE(torch::equal(t, b.at(name))) << name << " differs after resume";
-    }
-  }
+  if (world_rank() == 0) expect_bit_identical(d + "/straight", d + "/stopped");
 }
 
 TEST_F(TrainerMpiTest, CheckpointFromTwoRanksResumesOnThree) {
@@ -199,6 +267,111 @@ TEST_F(TrainerMpiTest, CheckpointFromTwoRanksResumesOnThree) {
     EXPECT_EQ(loaded.written_by_world_size, 3);
     expect_same_model(d + "/straight", d + "/moved", 1e-4, 1e-6);
   }
+}
+
+// bf16 changes the arithmetic of every forward pass, so W-invariance holds to bf16 round-off
+// rather than float32's: the bound is relative to how far bf16 moves the model from fp32.
+TEST_F(TrainerMpiTest, Bf16SameModelAtOneTwoAndFourRanks) {
+  const std::string d = shared_dir() + "/bf16-invariance";
+  const int r = world_rank();
+  for (const std::string net : {"mlp", "unet"}) {
+    const auto config = [&](const std::string& out) {
+      return in_bf16(net == "mlp" ? toy_config(d + "/" + net + out, 6) : unet_config(d + "/" + net + out, 6));
+    };
+    train_on(0, 0, config("/w4"));
+    train_on(r / 2, 0, config("/w2"));
+    train_on(r, 0, config("/w1"));
+    auto other_seed = config("/w1-seed");
+    other_seed.optim.seed = 12;
+    train_on(r, 1, other_seed);
+    auto fp32 = config("/w1-fp32");
+    fp32.runtime.precision = Precision::kFp32;
+    train_on(r, 2, fp32);
+    if (r == 0) {
+      const std::string p = d + "/" + net;
+      const double seed_diff = max_model_difference(p + "/w1", p + "/w1-seed");
+      const double w2 = max_model_difference(p + "/w1", p + "/w2"), w4 = max_model_difference(p + "/w1", p + "/w4");
+      const double precision_diff = max_model_difference(p + "/w1", p + "/w1-fp32");
+      std::printf("[bf16 %s] max |diff| W1-W2 %.3g, W1-W4 %.3g, bf16-fp32 %.3g, other seed %.3g\n", net.c_str(), w2,
+                  w4, precision_diff, seed_diff);
+      EXPECT_GT(seed_diff, 1e-3) << net;
+      // The stated tolerance: changing W moves the model by no more than twice what bf16 itself
+      // moves it from fp32. bf16 really ran (autocast changed the arithmetic) and stays within
+      // one learning rate per step of fp32 (AdamW moves a weight by about lr per step at most).
+      const double max_move = config("").optim.lr * 6;
+      EXPECT_GT(precision_diff, 0.0) << net;
+      EXPECT_LT(precision_diff, max_move) << net;
+      EXPECT_LE(w2, 2 * precision_diff) << net << ": W = 1 vs 2";
+      EXPECT_LE(w4, 2 * precision_diff) << net << ": W = 1 vs 4";
+    }
+  }
+}
+
+TEST_F(TrainerMpiTest, Bf16ResumedRunIsBitIdentical) {
+  const std::string d = shared_dir() + "/bf16-resume";
+  const int color = world_rank() / 2;
+  const auto config = [&](const std::string& out, int64_t steps) {
+    auto c = in_bf16(unet_config(out, steps));
+    c.optim.warmup = 5;
+    c.model.unet.dropout = 0.2;
+    return c;
+  };
+  train_on(color, 0, config(d + "/straight", 6));
+  train_on(color, 0, config(d + "/stopped", 3));
+  train_on(color, 0, config(d + "/stopped", 6));
+  if (world_rank() == 0) expect_bit_identical(d + "/straight", d + "/stopped");
+}
+
+TEST_F(TrainerMpiTest, Bf16CheckpointFromTwoRanksResumesOnThree) {
+  const std::string d = shared_dir() + "/bf16-reshard";
+  const int r = world_rank();
+  train_on(r < 3 ? 0 : 1, 0, in_bf16(unet_config(d + "/straight", 6)));
+  train_on(r / 2, 0, in_bf16(unet_config(d + "/moved", 3)));
+  train_on(r < 3 ? 0 : 1, 0, in_bf16(unet_config(d + "/moved", 6)));
+  if (r == 0) {
+    const auto loaded = read_checkpoint(*find_checkpoint(d + "/moved"));
+    EXPECT_EQ(loaded.step, 6);
+    EXPECT_EQ(loaded.written_by_world_size, 3);
+    auto other = unet_config(d + "/other-seed", 6);
+    other.optim.seed = 12;
+    other.runtime.precision = Precision::kBf16;
+    MpiCommunicator self(MPI_COMM_SELF);
+    Trainer(other, MPI_COMM_SELF, self).run();
+    // W = 2 → 3 lands where W = 3 throughout goes, to bf16 round-off (well within the lr·steps
+    // that AdamW could move a weight; another seed is orders of magnitude away).
+    const double moved = max_model_difference(d + "/straight", d + "/moved");
+    std::printf("[bf16 reshard] max |diff| %.3g, other seed %.3g\n", moved,
+                max_model_difference(d + "/straight", d + "/other-seed"));
+    EXPECT_LT(moved, 0.5 * other.optim.lr * 6);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST_F(TrainerMpiTest, Fp32CheckpointResumesInBf16) {
+  // Precision is a run setting: the fp32 run's checkpoint continues in bf16 (and lands near
+  // a run that was bf16 from the start, far nearer than another seed).
+  const std::string d = shared_dir() + "/fp32-to-bf16";
+  const int r = world_rank();
+  auto first = unet_config(d + "/switched", 3);
+  first.resolved_text += "[runtime]\nprecision = fp32\n";
+  train_on(r / 2, 0, first);
+  auto second = in_bf16(unet_config(d + "/switched", 6));
+  second.resolved_text += "[runtime]\nprecision = bf16\n";
+  train_on(r / 2, 0, second);
+  train_on(r / 2, 0, in_bf16(unet_config(d + "/bf16", 6)));
+  if (r == 0) {
+    const auto loaded = read_checkpoint(*find_checkpoint(d + "/switched"));
+    EXPECT_EQ(loaded.step, 6);
+    EXPECT_NE(loaded.config_text.find("precision = bf16"), std::string::npos);
+    auto other = in_bf16(unet_config(d + "/other-seed", 6));
+    other.optim.seed = 12;
+    MpiCommunicator self(MPI_COMM_SELF);
+    Trainer(other, MPI_COMM_SELF, self).run();
+    const double switched = max_model_difference(d + "/switched", d + "/bf16");
+    EXPECT_GT(switched, 0.0);  // the first three steps really were fp32
+    EXPECT_LT(switched, other.optim.lr * 3);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST_F(TrainerMpiTest, AStopRequestOnOneRankStopsEveryRankWithACheckpoint) {

@@ -1,11 +1,13 @@
-// diffusion-train: parse options, build the communicator and the trainer, run. An error every
+// diffusion-train: parse options, pick each rank's device, build the communicator for it (NCCL
+// for CUDA, MPI for CPU) and the trainer, run. An error every
 // rank found alike (a bad option, config or data file) is printed once and the program exits
 // with 1; any other exception on any rank takes the whole job down (MPI_Abort).
 #include "core/base/allocator.h"
 #include "core/base/mpi_session.h"
 #include "core/base/stop_signal.h"
 #include "core/comm/agreement.h"
-#include "core/comm/mpi_communicator.h"
+#include "core/comm/communicator_factory.h"
+#include "core/comm/device.h"
 #include "trainer/train_options.h"
 #include "trainer/trainer.h"
 
@@ -18,8 +20,11 @@ int main(int argc, char** argv) {
     });
     if (!config) return 0;
     diffusion::install_stop_signal_handlers();
-    diffusion::MpiCommunicator communicator(MPI_COMM_WORLD);
-    diffusion::Trainer trainer(*config, MPI_COMM_WORLD, communicator);
+    const auto& runtime = config->runtime;
+    const auto device = diffusion::select_device(
+        MPI_COMM_WORLD, {diffusion::parse_device_kind(runtime.device), runtime.share_gpus});
+    const auto communicator = diffusion::make_communicator(MPI_COMM_WORLD, device.device);
+    diffusion::Trainer trainer(*config, MPI_COMM_WORLD, *communicator);
     trainer.run();
     return 0;
   });

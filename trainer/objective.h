@@ -10,6 +10,7 @@
 
 #include "core/diffusion/losses.h"
 #include "core/diffusion/schedule.h"
+#include "core/models/precision.h"
 
 namespace diffusion {
 
@@ -38,7 +39,8 @@ class TrainingObjective {
 // T timesteps, x_t = q_sample(x0, t, ε), MSE on the prediction's target (L_simple) or L_hybrid.
 class DenoisingObjective : public TrainingObjective {
  public:
-  DenoisingObjective(NoiseSchedule schedule, LossConfig config);
+  // The network runs in `precision` (core/models/autocast.h); the loss is taken in float32.
+  DenoisingObjective(NoiseSchedule schedule, LossConfig config, Precision precision = Precision::kFp32);
   int64_t timestep_draws() const override { return schedule_.num_steps(); }
   ObjectiveLosses losses(DenoiserImpl& model, const at::Tensor& x0, const at::Tensor& y,
                          const at::Tensor& draw, const at::Tensor& eps) override;
@@ -46,6 +48,7 @@ class DenoisingObjective : public TrainingObjective {
  private:
   NoiseSchedule schedule_;
   LossConfig config_;
+  Precision precision_;
 };
 
 }  // namespace diffusion

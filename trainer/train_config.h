@@ -9,6 +9,7 @@
 
 #include "core/diffusion/diffusion_config.h"
 #include "core/models/model_config.h"
+#include "core/models/precision.h"
 
 namespace diffusion {
 
@@ -53,6 +54,15 @@ struct LoggingOptions {
   int64_t log_every = 50;  // progress line and metrics.jsonl record every K steps
 };
 
+// Where and how the run computes; none of it changes the model, so a run may resume on other
+// devices or in another precision.
+struct RuntimeOptions {
+  std::string device = "auto";  // --device auto | cpu | cuda (core/comm/device.h)
+  bool share_gpus = false;      // more ranks per node than GPUs
+  Precision precision = Precision::kFp32;
+  bool channels_last = false;
+};
+
 // Set for a progressive-distillation student (diffusion-distill writes it as the [distilled]
 // section of the run's config): the student samples with DDIM (η = 0) on its own grid.
 struct DistilledInfo {
@@ -74,6 +84,7 @@ struct TrainConfig {
   OptimOptions optim;
   CheckpointOptions checkpoint;
   LoggingOptions logging;
+  RuntimeOptions runtime;
   std::string resolved_text;  // every option with its value, INI-style; printed and saved
   // Derived from the data by apply_data_shape.
   std::vector<int64_t> sample_shape;  // [C, H, W] or [D]

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
 
@@ -58,11 +59,15 @@ const OptionSpec kOptions[] = {
     {"checkpoint", "checkpoint-every", "1000", "save every K steps (and at the end)"},
     {"checkpoint", "keep-checkpoints", "3", "complete checkpoints kept"},
     {"logging", "log-every", "50", "progress line and metrics record every K steps"},
+    {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
+    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
+    {"runtime", "precision", "fp32", "fp32 | bf16 (autocast for the network; weights, optimiser, EMA in fp32)"},
+    {"runtime", "channels-last", "false", "images: channels-last memory format for the network"},
 };
 
 const OptionTable& train_table() {
   static const OptionTable table{"diffusion-train", "diffusion-train [--config FILE.ini] [--key value ...]",
-                                 {"data", "model", "diffusion", "optimiser", "checkpoint", "logging"},
+                                 {"data", "model", "diffusion", "optimiser", "checkpoint", "logging", "runtime"},
                                  {std::begin(kOptions), std::end(kOptions)}};
   return table;
 }
@@ -132,6 +137,13 @@ TrainConfig config_from_values(const OptionValues& values) {
   config.checkpoint.checkpoint_every = option_int("checkpoint-every", s("checkpoint-every"));
   config.checkpoint.keep = static_cast<int>(option_int("keep-checkpoints", s("keep-checkpoints")));
   config.logging.log_every = option_int("log-every", s("log-every"));
+
+  auto& r = config.runtime;
+  r.device = s("device");
+  parse_device_kind(r.device);  // a bad value fails here, naming the option
+  r.share_gpus = option_bool("share-gpus", s("share-gpus"));
+  r.precision = parse_precision(s("precision"));
+  r.channels_last = option_bool("channels-last", s("channels-last"));
   return config;
 }
 

@@ -31,6 +31,17 @@ std::string model_identity(const std::string& resolved_text) {
   return out;
 }
 
+std::string runtime_setting(const std::string& resolved_text, const std::string& key, const std::string& fallback) {
+  std::istringstream in(resolved_text);
+  bool runtime = false;
+  const std::string prefix = key + " = ";
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] == '[') runtime = line == "[runtime]";
+    else if (runtime && line.rfind(prefix, 0) == 0) return line.substr(prefix.size());
+  }
+  return fallback;
+}
+
 NamedParams named_parameters(const torch::nn::Module& m) {
   NamedParams out;
   for (const auto& item : m.named_parameters()) {
@@ -91,8 +102,9 @@ TrainCounters restore_checkpoint_state(const LoadedCheckpoint& loaded, const Nam
     if (!by_name.count(prefix + "/step")) continue;
     auto state = std::make_unique<torch::optim::AdamWParamState>();
     state->step(take(prefix + "/step", {}).item<int64_t>());
-    state->exp_avg(take(prefix + "/exp_avg", p).clone());
-    state->exp_avg_sq(take(prefix + "/exp_avg_sq", p).clone());
+    // Checkpoints hold CPU tensors; the optimiser state lives with its parameter.
+    state->exp_avg(take(prefix + "/exp_avg", p).to(p.device(), /*non_blocking=*/false, /*copy=*/true));
+    state->exp_avg_sq(take(prefix + "/exp_avg_sq", p).to(p.device(), /*non_blocking=*/false, /*copy=*/true));
     optimizer.state()[p.unsafeGetTensorImpl()] = std::move(state);
   }
   TrainCounters n;

@@ -47,4 +47,8 @@ TrainCounters restore_checkpoint_state(const LoadedCheckpoint& loaded, const Nam
 // another model.
 std::string model_identity(const std::string& resolved_text);
 
+// The value of `key` in the [runtime] section of a resolved config, or `fallback` (configs
+// written before the section existed ran on the CPU in fp32).
+std::string runtime_setting(const std::string& resolved_text, const std::string& key, const std::string& fallback);
+
 }  // namespace diffusion

@@ -25,6 +25,7 @@
 #include "core/comm/grad_bucketer.h"
 #include "core/diffusion/losses.h"
 #include "core/io/checkpoint.h"
+#include "core/models/autocast.h"
 #include "core/models/denoiser.h"
 #include "datasets/dataset_file.h"
 #include "datasets/shard_reader.h"
@@ -67,10 +68,24 @@ ShardReaderConfig reader_config(const TrainConfig& c, int rank, int world, int64
   return r;
 }
 
+// The rank's batch on the model's device (one copy each; the reader fills host memory).
+struct DeviceBatch {
+  at::Tensor x;       // [b, …]
+  at::Tensor labels;  // int64 [b], or undefined
+};
+
+DeviceBatch to_device(const ShardBatch& batch, const c10::Device& device, bool channels_last) {
+  DeviceBatch d;
+  d.x = batch.x.to(device);
+  if (channels_last && d.x.dim() == 4) d.x = d.x.contiguous(at::MemoryFormat::ChannelsLast);
+  if (batch.labels.defined()) d.labels = batch.labels.to(device);
+  return d;
+}
+
 // Forward and backward of one step over the rank's micro-batches; the bucketer reduces the
 // gradients over the ranks while the last backward runs. Gradients hold the global-batch mean.
 void forward_backward(DenoiserImpl& model, TrainingObjective& objective, GradBucketer& bucketer,
-                      const ShardBatch& batch, const TrainingDraws& draws, int64_t num_classes,
+                      const DeviceBatch& batch, const TrainingDraws& draws, int64_t num_classes,
                       int64_t micro, StepStats& stats) {
   const int64_t local_batch = batch.x.size(0);
   for (int64_t begin = 0; begin < local_batch; begin += micro) {
@@ -108,6 +123,9 @@ TrainResult Trainer::run() {
   // On a slice of the world, this job's rank 0 prints its progress.
   ScopedLogRank log_scope(rank, world);
   auto& c = config_;
+  // The communicator's device is where everything of the step lives.
+  const c10::Device device = communicator_.device();
+  const Precision precision = effective_precision(c.runtime.precision, device.type());
   const auto& run_dir = c.checkpoint.out;
   const std::string config_path = run_dir + "/config.ini";
 
@@ -139,12 +157,15 @@ TrainResult Trainer::run() {
   if (!objective_) {
     denoising = std::make_unique<DenoisingObjective>(
         NoiseSchedule::from_config(c.diffusion.schedule),
-        LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight});
+        LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight}, precision);
   }
   TrainingObjective& objective = objective_ ? *objective_ : *denoising;
   torch::manual_seed(c.optim.seed);
+  // Built and initialised on the CPU, so the initial weights do not depend on the device.
   auto model = make_denoiser(c.model);
   objective.initialize(*model);
+  model->to(device);
+  if (c.runtime.channels_last) set_channels_last(*model);
   auto params = named_parameters(*model);
   {
     // Every rank starts from rank 0's weights, whatever its own initialisation did.
@@ -173,14 +194,22 @@ TrainResult Trainer::run() {
     }), "[ckpt] resuming");
     log0("[ckpt] resumed from {} (step {}, written by {} rank(s))", loaded.dir, n.step,
          loaded.written_by_world_size);
+    // Precision and device are run settings: a checkpoint continues in either, and says so.
+    const std::string written = runtime_setting(loaded.config_text, "precision", "fp32");
+    if (written != to_string(c.runtime.precision))
+      log0("[ckpt] the checkpoint was trained with --precision {}; continuing with --precision {}", written,
+           to_string(c.runtime.precision));
   }
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
     log0("[train] resolved config (saved to {}):\n{}", config_path, c.resolved_text);
   }
-  log0("[train] {} with {} parameters on {} rank(s), global batch {} ({} per rank)", c.model.kind,
-       count_parameters(*model), world, c.optim.batch_size, c.optim.batch_size / world);
+  log0("[train] {} with {} parameters on {} rank(s), global batch {} ({} per rank), {} on {}{}", c.model.kind,
+       count_parameters(*model), world, c.optim.batch_size, c.optim.batch_size / world, to_string(precision),
+       device.str(), c.runtime.channels_last ? ", channels-last" : "");
+  if (const auto note = precision_fallback_note(c.runtime.precision, device.type()); !note.empty())
+    log0("[train] {}", note);
 
   TrainResult result;
   if (n.step >= c.optim.steps) {
@@ -220,9 +249,10 @@ TrainResult Trainer::run() {
                                   {static_cast<uint64_t>(n.step), static_cast<uint64_t>(rank)}));
 
     // batch → keyed draws → forward/backward with the reduction under way
-    const ShardBatch batch = reader.next();
-    const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, c.sample_shape,
-                                           objective.timestep_draws(), c.diffusion.p_uncond);
+    const ShardBatch host_batch = reader.next();
+    const DeviceBatch batch = to_device(host_batch, device, c.runtime.channels_last);
+    const auto draws = draw_training_noise(c.optim.seed, n.step, host_batch.positions, c.sample_shape,
+                                           objective.timestep_draws(), c.diffusion.p_uncond, device);
     optimizer.zero_grad();
     stats.begin_step(batch.x);
     forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, micro, stats);

@@ -10,7 +10,7 @@ namespace diffusion {
 
 TrainingDraws draw_training_noise(uint64_t seed, int64_t step, const std::vector<int64_t>& positions,
                                   const std::vector<int64_t>& sample_shape, int64_t timesteps,
-                                  double p_uncond) {
+                                  double p_uncond, const c10::Device& device) {
   const auto b = static_cast<int64_t>(positions.size());
   TrainingDraws d;
   d.t = torch::empty({b}, torch::kLong);
@@ -38,6 +38,11 @@ TrainingDraws draw_training_noise(uint64_t seed, int64_t step, const std::vector
       out[k] = static_cast<float>(z0);
       if (k + 1 < per_sample) out[k + 1] = static_cast<float>(z1);
     }
+  }
+  if (!device.is_cpu()) {
+    d.t = d.t.to(device);
+    d.eps = d.eps.to(device);
+    d.drop_label = d.drop_label.to(device);
   }
   return d;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <vector>
@@ -18,6 +19,6 @@ struct TrainingDraws {
 
 TrainingDraws draw_training_noise(uint64_t seed, int64_t step, const std::vector<int64_t>& positions,
                                   const std::vector<int64_t>& sample_shape, int64_t timesteps,
-                                  double p_uncond);
+                                  double p_uncond, const c10::Device& device = c10::Device(c10::kCPU));
 
 }  // namespace diffusion

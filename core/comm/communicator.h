@@ -6,6 +6,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <memory>
@@ -28,6 +29,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string backend() const = 0;  // "mpi" | "nccl"
+  // Where the tensors it reduces live (CPU for MPI, this rank's GPU for NCCL): the device the
+  // trainer puts the model on.
+  virtual c10::Device device() const = 0;
 
   // In place, contiguous float32/float64/int64 tensors on the backend's device.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;

@@ -32,6 +32,7 @@ class MpiCommunicator : public Communicator {
   int rank() const override;
   int size() const override;
   std::string backend() const override { return "mpi"; }
+  c10::Device device() const override { return c10::Device(c10::kCPU); }
 
   void all_reduce_sum(at::Tensor& tensor) override;
   std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) override;

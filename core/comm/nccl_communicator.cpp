@@ -191,7 +191,9 @@ NcclCommunicator::~NcclCommunicator() {
 
 int NcclCommunicator::rank() const { return impl_->rank; }
 int NcclCommunicator::size() const { return impl_->size; }
-int NcclCommunicator::device() const { return impl_->device; }
+c10::Device NcclCommunicator::device() const {
+  return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(impl_->device));
+}
 
 void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
   const ncclDataType_t type = impl_->checked_type(tensor, "all_reduce_sum");

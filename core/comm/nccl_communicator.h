@@ -42,7 +42,7 @@ class NcclCommunicator : public Communicator {
   double all_reduce_max(double value) override;
   double all_reduce_sum(double value) override;
 
-  int device() const;
+  c10::Device device() const override;
 
  private:
   struct Impl;

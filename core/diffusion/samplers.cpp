@@ -61,10 +61,11 @@ at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, in
                                  const at::Tensor& labels) const {
   const int64_t B = x.size(0);
   const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0;
-  if (!guide) return model(x, torch::full({B}, tau, torch::kLong), labels);
+  const auto on = x.options().dtype(torch::kLong);
+  if (!guide) return model(x, torch::full({B}, tau, on), labels);
   // Both halves in one batch: [conditional; unconditional].
-  const auto null = torch::full({B}, config_.num_classes, torch::kLong);
-  const auto out = model(torch::cat({x, x}), torch::full({2 * B}, tau, torch::kLong),
+  const auto null = torch::full({B}, config_.num_classes, on);
+  const auto out = model(torch::cat({x, x}), torch::full({2 * B}, tau, on),
                          torch::cat({labels.to(torch::kLong), null}));
   const auto cond = out.slice(0, 0, B), uncond = out.slice(0, B, 2 * B);
   if (out.size(1) == 2 * x.size(1)) {
@@ -114,7 +115,7 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
       x = ddpm_step(respaced_, index, x, out, config_.prediction, config_.variance, config_.clip_x0, noise);
     } else {
       if (out.size(1) == 2 * C) out = out.slice(1, 0, C);  // DDIM ignores a learned variance
-      const auto t = torch::full({B}, tau, torch::kLong);
+      const auto t = torch::full({B}, tau, x.options().dtype(torch::kLong));
       const auto d = interpret_output(training_, config_.prediction, x, t, out, config_.clip_x0);
       // After the last step ᾱ = 1 (clean data), as the DDIM paper's code does.
       const double ab_next = k + 1 < S ? training_.alpha_bar(timesteps_[k + 1]) : 1.0;
@@ -137,7 +138,7 @@ at::Tensor Sampler::invert(const DenoiseFn& model, const at::Tensor& x0, const a
     const int64_t t_eval = up[k == 0 ? 0 : k - 1];
     auto out = model_output(model, x, t_eval, labels);
     if (out.size(1) == 2 * C) out = out.slice(1, 0, C);
-    const auto t = torch::full({B}, t_eval, torch::kLong);
+    const auto t = torch::full({B}, t_eval, x.options().dtype(torch::kLong));
     const auto eps = interpret_output(training_, config_.prediction, x, t, out, /*clip_x0=*/false).eps;
     // x̂_0 from ε̂ at x's own noise level ᾱ (not t_eval's), then the η = 0 update upwards.
     const auto x0_hat = (x - std::sqrt(1.0 - ab) * eps) / std::sqrt(ab);
