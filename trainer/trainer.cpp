@@ -223,7 +223,7 @@ TrainResult Trainer::run() {
     const ShardBatch batch = reader.next();
     const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, c.sample_shape,
                                            objective.timestep_draws(), c.diffusion.p_uncond);
-    optimizer.zero_grad();
+    bucketer.zero_grad();
     stats.begin_step(batch.x);
     forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, micro, stats);
 
