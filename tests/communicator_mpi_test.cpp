@@ -70,6 +70,39 @@ TEST_P(MpiCommunicatorTest, AllReduceSumEqualsClosedFormForEveryDtype) {
   }
 }
 
+// kAvg is the sum divided by W once: bit-identical to an MPI_Allreduce sum of the same tensor
+// divided afterwards, on values that are not exact in binary (1/3-ish fractions).
+TEST_P(MpiCommunicatorTest, AverageAllReduceIsTheSumDividedByTheRankCount) {
+  MpiCommunicator comm(MPI_COMM_WORLD, GetParam());
+  const int w = comm.size();
+  for (torch::ScalarType dtype : {torch::kFloat32, torch::kFloat64}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    const auto local = (rank_values(comm.rank(), 3001, torch::kFloat64) / 3.0 + 0.1).to(dtype);
+    auto want = local.clone();
+    const MPI_Datatype type = dtype == torch::kFloat32 ? MPI_FLOAT : MPI_DOUBLE;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, want.data_ptr(), static_cast<int>(want.numel()), type,
+                            MPI_SUM, MPI_COMM_WORLD));
+    want.div_(w);
+    auto averaged = local.clone();
+    auto handle = comm.all_reduce_async(averaged, ReduceOp::kAvg);
+    handle->wait();
+    EXPECT_TRUE(torch::equal(averaged, want));
+    handle->wait();  // a second wait does not divide again
+    EXPECT_TRUE(torch::equal(averaged, want));
+    // Independently: the closed-form mean of the rank values, up to round-off.
+    const auto mean = (expected_sum(w, 3001, torch::kFloat64) / w / 3.0 + 0.1).to(dtype);
+    EXPECT_TRUE(testing::tensor_near(averaged, mean, 1e-6, 1e-6));
+    auto summed = local.clone();
+    comm.all_reduce_async(summed, ReduceOp::kSum)->wait();
+    if (w > 1) {
+      EXPECT_FALSE(torch::equal(summed, averaged));
+    }
+  }
+  auto integers = rank_values(comm.rank(), 10, torch::kInt64);
+  testing::expect_error([&] { comm.all_reduce_async(integers, ReduceOp::kAvg); },
+                        {"all_reduce_async", "floating-point", "Long"});
+}
+
 TEST_P(MpiCommunicatorTest, ManyAsyncReductionsInFlightCompleteWithTheRightValues) {
   MpiCommunicator comm(MPI_COMM_WORLD, GetParam());
   const int w = comm.size();

@@ -1,8 +1,9 @@
 // GradBucketer under real MPI (ctest runs it at 1, 2, 3 and 4 ranks): a small network with the
-// same weights on every rank and different data per rank. After backward + finish() every .grad
-// must equal the rank average of the plain local gradients, computed independently here with
-// MPI_Allgather and a float64 mean, whatever the bucket size, the hook order of each rank,
-// unused parameters or micro-batch accumulation.
+// same weights on every rank and different data per rank. Every .grad is a view into its bucket
+// (checked on the storage), and after backward + finish() it equals, bit for bit, the plain
+// local gradients reduced here by hand (MPI_Allreduce of the same flat layout, then / W), and,
+// up to round-off, their float64 mean over an MPI_Allgather; whatever the bucket size, the hook
+// order of each rank, unused parameters, micro-batch accumulation or how .grad was reset.
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <torch/torch.h>
@@ -118,6 +119,58 @@ std::vector<torch::Tensor> world_average(const std::vector<torch::Tensor>& local
   return result;
 }
 
+// The reference the bucketer must match bit for bit: the local gradients laid out flat in
+// `buckets` order, each bucket MPI_Allreduce'd (sum, on the world) and divided by W, as the
+// bucketer's MPI path does (the same counts, so MPI picks the same summation order).
+std::vector<torch::Tensor> reduced_by_hand(const std::vector<torch::Tensor>& local,
+                                           const std::vector<std::vector<int64_t>>& buckets) {
+  std::vector<torch::Tensor> result(local.size());
+  for (const auto& bucket : buckets) {
+    std::vector<torch::Tensor> parts;
+    for (int64_t index : bucket) parts.push_back(local[index].reshape({-1}));
+    auto flat = torch::cat(parts).contiguous();  // [bucket numel], float32
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr<float>(), static_cast<int>(flat.numel()),
+                            MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    flat.div_(world_size());
+    int64_t offset = 0;
+    for (int64_t index : bucket) {
+      result[index] = flat.narrow(0, offset, local[index].numel()).view(local[index].sizes());
+      offset += local[index].numel();
+    }
+  }
+  return result;
+}
+
+void expect_grads_equal(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_TRUE(torch::equal(got[i], want[i]))
+        << "parameter " << i << ": " << testing::tensor_near(got[i], want[i], 0, 0).message();
+}
+
+// Every trainable parameter's .grad lies inside its bucket's buffer, at its own place: a view
+// with the parameter's shape, not a copy.
+void expect_grads_are_bucket_views(const GradBucketer& bucketer, const std::vector<torch::Tensor>& params) {
+  const auto buckets = bucketer.bucket_assignment();
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    const torch::Tensor buffer = bucketer.bucket_buffer(static_cast<int64_t>(b));
+    const auto* begin = static_cast<const char*>(buffer.data_ptr());
+    const auto* end = begin + buffer.nbytes();
+    const auto* expected = begin;
+    for (int64_t index : buckets[b]) {
+      const torch::Tensor& grad = params[index].grad();
+      ASSERT_TRUE(grad.defined()) << "parameter " << index;
+      EXPECT_TRUE(grad.is_alias_of(buffer)) << "parameter " << index << " has its own storage";
+      const auto* data = static_cast<const char*>(grad.data_ptr());
+      EXPECT_EQ(data, expected) << "parameter " << index << " is not at its offset";
+      EXPECT_LE(data + grad.nbytes(), end) << "parameter " << index;
+      EXPECT_EQ(grad.sizes(), params[index].sizes()) << "parameter " << index;
+      expected += grad.nbytes();
+    }
+    EXPECT_EQ(expected, end) << "bucket " << b << " has room no parameter uses";
+  }
+}
+
 void expect_grads_near(const std::vector<torch::Tensor>& got, const std::vector<torch::Tensor>& want) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i)
@@ -156,11 +209,13 @@ TEST_P(GradBucketerTest, GradientsAreTheRankAverageOfThePlainLocalGradients) {
       EXPECT_FALSE(testing::tensor_near(grads_of(reference).back(), want.back(), 1e-5, 1e-6));
     }
 
-    reset_grads(net, rank);
+    reset_grads(net, rank);  // set to none: the hook copies them back into the buckets
     bucketer.prepare_for_backward();
     backward(net, batch, rank);
     bucketer.finish();
     expect_grads_near(grads_of(net), want);
+    expect_grads_equal(grads_of(net), reduced_by_hand(grads_of(reference), bucketer.bucket_assignment()));
+    expect_grads_are_bucket_views(bucketer, net->parameters());
   }
 }
 
@@ -185,6 +240,71 @@ TEST_P(GradBucketerTest, MicroBatchesAccumulateLocallyAndReduceOnce) {
   backward(net, second, rank);
   bucketer.finish();
   expect_grads_near(grads_of(net), want);
+  expect_grads_equal(grads_of(net), reduced_by_hand(grads_of(reference), bucketer.bucket_assignment()));
+}
+
+// The trainer's way: zero_grad() of the bucketer at each step, so autograd accumulates straight
+// into the buckets (the .grad tensors stay the same views throughout) and the result is the
+// by-hand reduction bit for bit, with micro-batches too.
+TEST_P(GradBucketerTest, ZeroGradKeepsTheViewsAndAutogradAccumulatesIntoTheBuckets) {
+  const int rank = world_rank();
+  MpiCommunicator comm(MPI_COMM_WORLD, mode());
+  Net reference = make_net();
+  Net net = make_net();
+  const auto params = net->parameters();
+  GradBucketer bucketer(comm, params, config());
+  expect_grads_are_bucket_views(bucketer, params);
+  std::vector<const void*> addresses;
+  for (const auto& p : params) addresses.push_back(p.grad().data_ptr());
+  for (int step = 0; step < 3; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    const int micro_batches = 1 + step % 2;
+    reference->zero_grad(/*set_to_none=*/true);
+    for (int m = 0; m < micro_batches; ++m) backward(reference, make_batch(rank, step, m), rank);
+    const auto want = reduced_by_hand(grads_of(reference), bucketer.bucket_assignment());
+
+    bucketer.zero_grad();
+    for (const auto& p : params) EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+    for (int m = 0; m < micro_batches; ++m) {
+      if (m == micro_batches - 1) bucketer.prepare_for_backward();
+      backward(net, make_batch(rank, step, m), rank);
+    }
+    bucketer.finish();
+    expect_grads_equal(grads_of(net), want);
+    // The same tensors as at construction: nothing was replaced, nothing copied.
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(params[i].grad().data_ptr(), addresses[i]) << i;
+    // Gradient clipping (in place, as the trainer's clip_grad_norm_) keeps the views as well.
+    torch::nn::utils::clip_grad_norm_(params, /*max_norm=*/1e-3);
+    expect_grads_are_bucket_views(bucketer, params);
+  }
+  // A gradient replaced behind the bucketer's back is pointed back at its bucket by zero_grad().
+  net->in->bias.mutable_grad() = torch::ones_like(net->in->bias);
+  bucketer.zero_grad();
+  expect_grads_are_bucket_views(bucketer, params);
+  EXPECT_EQ(net->in->bias.grad().abs().sum().item<float>(), 0.0f);
+}
+
+// A gradient that exists before construction is carried into the bucket, others start at zero.
+TEST(GradBucketer, ConstructionMakesEveryGradientAViewAndKeepsExistingValues) {
+  MpiCommunicator comm(MPI_COMM_WORLD);
+  Net net = make_net();
+  const auto existing = torch::randn({8});
+  net->in->bias.mutable_grad() = existing.clone();
+  for (int64_t bytes : kBucketBytes) {
+    SCOPED_TRACE("bucket_bytes " + std::to_string(bytes));
+    GradBucketerConfig config;
+    config.bucket_bytes = bytes;
+    const auto params = net->parameters();
+    GradBucketer bucketer(comm, params, config);
+    expect_grads_are_bucket_views(bucketer, params);
+    for (const auto& p : params) {
+      if (p.is_same(net->in->bias)) {
+        EXPECT_TRUE(torch::equal(p.grad(), existing));
+      } else {
+        EXPECT_EQ(p.grad().abs().sum().item<float>(), 0.0f);
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -204,9 +324,10 @@ class RecordingCommunicator : public Communicator {
   int size() const override { return inner_.size(); }
   std::string backend() const override { return inner_.backend(); }
   void all_reduce_sum(at::Tensor& tensor) override { inner_.all_reduce_sum(tensor); }
-  std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) override {
+  std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor tensor, ReduceOp op) override {
     launches.push_back(tensor.numel());
-    return inner_.all_reduce_sum_async(std::move(tensor));
+    ops.push_back(op);
+    return inner_.all_reduce_async(std::move(tensor), op);
   }
   void broadcast(at::Tensor& tensor, int root) override { inner_.broadcast(tensor, root); }
   void barrier() override { inner_.barrier(); }
@@ -214,6 +335,7 @@ class RecordingCommunicator : public Communicator {
   double all_reduce_sum(double value) override { return inner_.all_reduce_sum(value); }
 
   std::vector<int64_t> launches;
+  std::vector<ReduceOp> ops;
 
  private:
   Communicator& inner_;
@@ -247,6 +369,8 @@ TEST(GradBucketer, BucketsLaunchDuringBackwardInIndexOrder) {
   std::vector<int64_t> want;
   for (const auto& bucket : buckets) want.push_back(params[bucket.front()].numel());
   EXPECT_EQ(comm.launches, want);
+  // The averaging is the collective's: one kAvg per bucket, no division afterwards.
+  EXPECT_EQ(comm.ops, std::vector<ReduceOp>(buckets.size(), ReduceOp::kAvg));
 }
 
 TEST(GradBucketer, EveryBucketSizeGivesTheSameGradients) {

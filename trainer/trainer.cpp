@@ -253,7 +253,7 @@ TrainResult Trainer::run() {
     const DeviceBatch batch = to_device(host_batch, device, c.runtime.channels_last);
     const auto draws = draw_training_noise(c.optim.seed, n.step, host_batch.positions, c.sample_shape,
                                            objective.timestep_draws(), c.diffusion.p_uncond, device);
-    optimizer.zero_grad();
+    bucketer.zero_grad();
     stats.begin_step(batch.x);
     forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, micro, stats);
 

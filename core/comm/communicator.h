@@ -11,12 +11,18 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace diffusion {
 
 // A collective in flight; wait() blocks until the tensor holds the result and rethrows a
 // failure. Destroying an unfinished handle waits for it.
+// The reduction of an all-reduce. kAvg is the sum divided by the number of ranks, folded into
+// the collective (NCCL: ncclAvg; MPI: the sum, then one division of the result before wait()
+// returns), so a caller never divides afterwards. Floating-point tensors only for kAvg.
+enum class ReduceOp { kSum, kAvg };
+
 class PendingCollective {
  public:
   virtual ~PendingCollective() = default;
@@ -35,9 +41,12 @@ class Communicator {
 
   // In place, contiguous float32/float64/int64 tensors on the backend's device.
   virtual void all_reduce_sum(at::Tensor& tensor) = 0;
-  // Starts a sum-all-reduce; collectives start in call order, which must be the same on every
+  // Starts an all-reduce; collectives start in call order, which must be the same on every
   // rank. `tensor` must stay alive and untouched until wait() returns.
-  virtual std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) = 0;
+  virtual std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor tensor, ReduceOp op) = 0;
+  std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) {
+    return all_reduce_async(std::move(tensor), ReduceOp::kSum);
+  }
   virtual void broadcast(at::Tensor& tensor, int root) = 0;
   virtual void barrier() = 0;
 

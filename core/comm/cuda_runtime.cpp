@@ -1,4 +1,5 @@
-// CUDA runtime and NCCL version queries; none of them needs a GPU to answer.
+// CUDA runtime and NCCL version queries (none of them needs a GPU to answer) and the device
+// queries of device selection.
 #include "core/comm/cuda_runtime.h"
 
 #include <fmt/core.h>
@@ -17,15 +18,35 @@ CudaRuntimeInfo query_cuda_runtime() {
   CudaRuntimeInfo info;
   CUDA_CHECK(cudaRuntimeGetVersion(&info.runtime_version));
   info.compiled_version = CUDART_VERSION;
-  // Without a driver or device this reports an error: that only means "no GPU here".
-  if (cudaGetDeviceCount(&info.device_count) != cudaSuccess) {
-    info.device_count = 0;
-    cudaGetLastError();  // clear the sticky-free error so later calls start clean
-  }
+  info.device_count = cuda_device_count();
 #ifdef DIFFUSION_WITH_NCCL
   NCCL_CHECK(ncclGetVersion(&info.nccl_version));
   info.nccl_compiled_version = NCCL_VERSION_CODE;
 #endif
+  return info;
+}
+
+int cuda_device_count() {
+  int count = 0;
+  // Without a driver or device this reports an error (cudaErrorNoDevice,
+  // cudaErrorInsufficientDriver): that only means "no GPU here", and it is not a sticky error.
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    count = 0;
+    cudaGetLastError();  // clear it so that later calls start clean
+  }
+  return count;
+}
+
+CudaDeviceInfo use_cuda_device(int index) {
+  CudaDeviceInfo info;
+  info.index = index;
+  CUDA_CHECK(cudaSetDevice(index));
+  cudaDeviceProp props{};
+  CUDA_CHECK(cudaGetDeviceProperties(&props, index));
+  info.name = props.name;
+  info.uuid.assign(props.uuid.bytes, sizeof(props.uuid.bytes));
+  // On the current device, which is now `index` (this creates its context).
+  CUDA_CHECK(cudaMemGetInfo(&info.free_bytes, &info.total_bytes));
   return info;
 }
 

@@ -1,8 +1,10 @@
 // What the CUDA side of this build links against, queried at run time: versions of the CUDA
-// runtime and NCCL and the number of visible devices (0 on a machine without a GPU). Free of
-// CUDA headers so that any file may ask.
+// runtime and NCCL, the number of visible devices (0 on a machine without a GPU) and what one
+// device is. Free of CUDA headers so that any file may ask; defined only in builds with
+// DIFFUSION_WITH_CUDA (cuda_runtime.cpp).
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace diffusion {
@@ -17,5 +19,20 @@ struct CudaRuntimeInfo {
 };
 
 CudaRuntimeInfo query_cuda_runtime();
+
+// Devices visible to this process (CUDA_VISIBLE_DEVICES applies). 0 when there is no driver or
+// no device: that answer leaves no CUDA error behind for later calls.
+int cuda_device_count();
+
+struct CudaDeviceInfo {
+  int index = -1;
+  std::string name;
+  std::string uuid;  // 16 bytes, the same for one physical GPU in every process of a node
+  std::size_t total_bytes = 0;
+  std::size_t free_bytes = 0;
+};
+
+// Makes `index` this thread's current device (cudaSetDevice) and describes it.
+CudaDeviceInfo use_cuda_device(int index);
 
 }  // namespace diffusion

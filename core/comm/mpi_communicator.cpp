@@ -12,7 +12,11 @@
 // from whatever else the owner of the wrapped communicator sends on it.
 //
 // Without MPI_THREAD_MULTIPLE a second thread may not call MPI at all; then there is no thread
-// and all_reduce_sum_async does the reduction before it returns (correct, without overlap).
+// and all_reduce_async does the reduction before it returns (correct, without overlap).
+//
+// Averages: MPI has no average reduction, so kAvg is MPI_SUM and the handle's wait() divides
+// the result by the number of ranks, once, on the caller's thread (the communication thread
+// runs no tensor kernels, which would start a second OpenMP team beside the caller's).
 #include "core/comm/mpi_communicator.h"
 
 #include <ATen/core/Tensor.h>
@@ -40,14 +44,18 @@ struct MpiElement {
 };
 
 // Validates a tensor argument and maps its dtype: the interface promises float32, float64 and
-// int64 only (MPI has no reduction for half types).
-MpiElement checked_element(const at::Tensor& tensor, const char* op) {
+// int64 only (MPI has no reduction for half types), and averages of floating types only.
+MpiElement checked_element(const at::Tensor& tensor, const char* op, ReduceOp reduce = ReduceOp::kSum) {
   if (!tensor.defined()) throw Error(fmt::format("[comm] MpiCommunicator::{}: undefined tensor", op));
   if (!tensor.device().is_cpu())
     throw Error(fmt::format("[comm] MpiCommunicator::{}: tensor on {}, expected a CPU tensor", op,
                             tensor.device().str()));
   if (!tensor.is_contiguous())
     throw Error(fmt::format("[comm] MpiCommunicator::{}: tensor is not contiguous", op));
+  if (reduce == ReduceOp::kAvg && !c10::isFloatingType(tensor.scalar_type()))
+    throw Error(fmt::format("[comm] MpiCommunicator::{}: an average needs a floating-point "
+                            "tensor, got {}",
+                            op, c10::toString(tensor.scalar_type())));
   switch (tensor.scalar_type()) {
     case at::kFloat:
       return {MPI_FLOAT, sizeof(float)};
@@ -80,6 +88,7 @@ void all_reduce_in_place(const at::Tensor& tensor, MpiElement element, MPI_Op op
 struct AsyncJob {
   at::Tensor tensor;
   MpiElement element{};
+  int divisor = 1;  // kAvg: the number of ranks, applied by the handle's wait(); else 1
   std::mutex mutex;
   std::condition_variable done_cv;
   bool done = false;
@@ -116,6 +125,10 @@ class MpiPending : public PendingCollective {
     std::exception_ptr error = block();
     observed_ = true;
     if (error) std::rethrow_exception(error);
+    if (job_->divisor != 1 && !divided_) {
+      job_->tensor.div_(job_->divisor);
+      divided_ = true;
+    }
   }
 
  private:
@@ -127,6 +140,7 @@ class MpiPending : public PendingCollective {
 
   std::shared_ptr<AsyncJob> job_;
   bool observed_ = false;
+  bool divided_ = false;  // a second wait() must not divide again
 };
 
 void log_current_exception(const char* where) {
@@ -235,9 +249,10 @@ void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {
   all_reduce_in_place(tensor, element, MPI_SUM, impl_->sync_comm);
 }
 
-std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_sum_async(at::Tensor tensor) {
+std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
   auto job = std::make_shared<AsyncJob>();
-  job->element = checked_element(tensor, "all_reduce_sum_async");
+  job->element = checked_element(tensor, "all_reduce_async", op);
+  job->divisor = op == ReduceOp::kAvg ? impl_->size : 1;
   job->tensor = std::move(tensor);
   if (!impl_->use_thread) {
     // Synchronous fallback: async_comm is still the one that carries these reductions, so the

@@ -16,7 +16,7 @@ class MpiCommunicator : public Communicator {
   enum class AsyncMode {
     // A communication thread when MPI provides MPI_THREAD_MULTIPLE, else synchronous.
     kThreadIfSupported,
-    // all_reduce_sum_async does the reduction before it returns (tests, debugging).
+    // all_reduce_async does the reduction before it returns (tests, debugging).
     kSynchronous,
   };
 
@@ -35,7 +35,9 @@ class MpiCommunicator : public Communicator {
   c10::Device device() const override { return c10::Device(c10::kCPU); }
 
   void all_reduce_sum(at::Tensor& tensor) override;
-  std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) override;
+  // kAvg: MPI_SUM, then wait() divides the result by size() once (on the caller's thread), which
+  // is bit-identical to dividing the summed tensor afterwards.
+  std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor tensor, ReduceOp op) override;
   void broadcast(at::Tensor& tensor, int root) override;
   void barrier() override;
 

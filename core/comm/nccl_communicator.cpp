@@ -7,6 +7,13 @@
 // our completion event (synchronous calls) or the handle's wait() blocks the host on it (async).
 // The handle keeps the tensor alive until then, so the caching allocator cannot hand its memory
 // to someone else while NCCL still writes into it.
+//
+// Failure: the communicator is non-blocking (config.blocking = 0), so no NCCL call can block the
+// host on a peer. Every host-side wait (a handle's wait(), barrier(), setup, teardown) polls the
+// CUDA event or stream together with ncclCommGetAsyncError, and on an asynchronous error, or
+// when the optional timeout has passed, aborts the communicator (ncclCommAbort) and throws. The
+// error then reaches run_main, whose abort_job takes the whole job down: a dead or stuck peer
+// ends the job instead of hanging it.
 #include "core/comm/nccl_communicator.h"
 
 #ifdef DIFFUSION_WITH_NCCL
@@ -15,15 +22,24 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <chrono>
+#include <string>
+#include <thread>
 #include <utility>
 
 #include "core/comm/cuda_check.h"
+#include "core/base/check.h"
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
 
 namespace diffusion {
 namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Between two polls of a wait: short against a collective, long against a syscall.
+constexpr auto kPollInterval = std::chrono::microseconds(50);
 
 // The device events of one collective. Destroying an event whose work is pending is allowed
 // (CUDA releases it once complete), so the destructor never has to wait.
@@ -41,28 +57,7 @@ class CudaEvent {
   cudaEvent_t event_ = nullptr;
 };
 
-class NcclPending : public PendingCollective {
- public:
-  NcclPending(at::Tensor tensor, std::unique_ptr<CudaEvent> done)
-      : tensor_(std::move(tensor)), done_(std::move(done)) {}
-  ~NcclPending() override {
-    // The contract: destroying an unfinished handle waits (the tensor must not be freed while
-    // NCCL writes into it). Never throws.
-    if (!finished_ && cudaEventSynchronize(done_->get()) != cudaSuccess) {
-      cudaGetLastError();
-      log_rank("[comm] NCCL all-reduce failed while its handle was destroyed");
-    }
-  }
-  void wait() override {
-    CUDA_CHECK(cudaEventSynchronize(done_->get()));
-    finished_ = true;
-  }
-
- private:
-  at::Tensor tensor_;
-  std::unique_ptr<CudaEvent> done_;
-  bool finished_ = false;
-};
+const char* op_name(ReduceOp op) { return op == ReduceOp::kAvg ? "avg" : "sum"; }
 
 }  // namespace
 
@@ -71,15 +66,26 @@ struct NcclCommunicator::Impl {
   int rank = 0;
   int size = 1;
   int device = -1;
-  ncclComm_t nccl = nullptr;
+  double timeout_s = 0;       // 0: waits have no time limit
+  ncclComm_t nccl = nullptr;  // nullptr once aborted
   cudaStream_t stream = nullptr;
 
   // Runs on every exit, also when the constructor throws half way; never throws.
   ~Impl() {
-    if (stream != nullptr && cudaStreamSynchronize(stream) != cudaSuccess) cudaGetLastError();
     if (nccl != nullptr) {
-      ncclResult_t rc = ncclCommDestroy(nccl);
-      if (rc != ncclSuccess) log_rank("[comm] ncclCommDestroy: {}", ncclGetErrorString(rc));
+      try {
+        // Our queued work first, then Finalize (flushes and reaches global quiescence without
+        // blocking), then Destroy frees what is left locally. Without a timeout a dead peer
+        // keeps this waiting; a job normally gets here after its failure aborted the comm.
+        if (stream != nullptr) wait_for("teardown", [&] { return cudaStreamQuery(stream); });
+        settle("ncclCommFinalize", ncclCommFinalize(nccl));
+        const ncclResult_t rc = ncclCommDestroy(nccl);
+        nccl = nullptr;
+        if (rc != ncclSuccess) log_rank("[comm] ncclCommDestroy: {}", ncclGetErrorString(rc));
+      } catch (const std::exception& e) {
+        log_rank("{}", e.what());  // wait_for/settle aborted the communicator already
+        abort();
+      }
     }
     if (stream != nullptr && cudaStreamDestroy(stream) != cudaSuccess) cudaGetLastError();
     int finalized = 0;
@@ -87,13 +93,104 @@ struct NcclCommunicator::Impl {
     if (!finalized && host_comm != MPI_COMM_NULL) MPI_Comm_free(&host_comm);
   }
 
-  ncclDataType_t checked_type(const at::Tensor& tensor, const char* op) const {
+  void abort() {
+    if (nccl == nullptr) return;
+    const ncclResult_t rc = ncclCommAbort(nccl);
+    nccl = nullptr;
+    if (rc != ncclSuccess) log_rank("[comm] ncclCommAbort: {}", ncclGetErrorString(rc));
+  }
+
+  std::string where() const {
+    return fmt::format("rank {} of {} (cuda:{}, host {})", rank, size, device, host_name());
+  }
+
+  void require_alive(const char* op) const {
+    if (nccl == nullptr)
+      throw Error(fmt::format("[comm] NcclCommunicator::{} on {}: the NCCL communicator was "
+                              "aborted after an earlier failure",
+                              op, where()));
+  }
+
+  // Aborts and throws with NCCL's text for `rc` and its last error message.
+  [[noreturn]] void fail(const std::string& what, ncclResult_t rc) {
+    const std::string last = ncclGetLastError(nccl);  // before the abort frees the communicator
+    abort();
+    throw Error(fmt::format("[comm] NCCL {} failed on {}: {} ({}); the NCCL communicator was "
+                            "aborted",
+                            what, where(), ncclGetErrorString(rc), last));
+  }
+
+  [[noreturn]] void time_out(const std::string& what, Clock::time_point start) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    abort();
+    throw Error(fmt::format("[comm] NCCL {} on {} did not finish in {:.1f} s (timeout {} s): a "
+                            "peer is dead or stuck; the NCCL communicator was aborted",
+                            what, where(), elapsed, timeout_s));
+  }
+
+  bool timed_out(Clock::time_point start) const {
+    return timeout_s > 0 && std::chrono::duration<double>(Clock::now() - start).count() > timeout_s;
+  }
+
+  // Throws (after aborting) when NCCL has recorded an asynchronous error.
+  void check_async(const std::string& what) {
+    require_alive(what.c_str());
+    ncclResult_t state = ncclSuccess;
+    const ncclResult_t rc = ncclCommGetAsyncError(nccl, &state);
+    if (rc != ncclSuccess) fail(what + " (ncclCommGetAsyncError)", rc);
+    if (state != ncclSuccess && state != ncclInProgress) fail(what, state);
+  }
+
+  // The result of an NCCL call on this non-blocking communicator: ncclInProgress means "under
+  // way", and the next call may only come once the state has left it.
+  void settle(const std::string& what, ncclResult_t rc) {
+    if (rc == ncclInProgress) {
+      const Clock::time_point start = Clock::now();
+      for (;;) {
+        require_alive(what.c_str());
+        const ncclResult_t query = ncclCommGetAsyncError(nccl, &rc);
+        if (query != ncclSuccess) fail(what + " (ncclCommGetAsyncError)", query);
+        if (rc != ncclInProgress) break;
+        if (timed_out(start)) time_out(what, start);
+        std::this_thread::sleep_for(kPollInterval);
+      }
+    }
+    if (rc != ncclSuccess) fail(what, rc);
+  }
+
+  // Polls `query` (cudaEventQuery or cudaStreamQuery) until the work is done, watching NCCL's
+  // asynchronous errors and the timeout.
+  template <typename Query>
+  void wait_for(const std::string& what, Query&& query) {
+    const Clock::time_point start = Clock::now();
+    for (;;) {
+      const cudaError_t rc = query();
+      if (rc == cudaSuccess) return;
+      if (rc != cudaErrorNotReady) {
+        cudaGetLastError();
+        abort();
+        throw Error(fmt::format("[comm] NCCL {} on {}: CUDA error while waiting: {}; the NCCL "
+                                "communicator was aborted",
+                                what, where(), cudaGetErrorString(rc)));
+      }
+      check_async(what);
+      if (timed_out(start)) time_out(what, start);
+      std::this_thread::sleep_for(kPollInterval);
+    }
+  }
+
+  ncclDataType_t checked_type(const at::Tensor& tensor, const char* op, ReduceOp reduce = ReduceOp::kSum) const {
+    require_alive(op);
     if (!tensor.defined()) throw Error(fmt::format("[comm] NcclCommunicator::{}: undefined tensor", op));
     if (!tensor.is_cuda() || tensor.get_device() != device)
       throw Error(fmt::format("[comm] NcclCommunicator::{}: tensor on {}, expected cuda:{}", op,
                               tensor.device().str(), device));
     if (!tensor.is_contiguous())
       throw Error(fmt::format("[comm] NcclCommunicator::{}: tensor is not contiguous", op));
+    if (reduce == ReduceOp::kAvg && !c10::isFloatingType(tensor.scalar_type()))
+      throw Error(fmt::format("[comm] NcclCommunicator::{}: an average needs a floating-point "
+                              "tensor, got {}",
+                              op, c10::toString(tensor.scalar_type())));
     switch (tensor.scalar_type()) {
       case at::kFloat:
         return ncclFloat32;
@@ -126,18 +223,51 @@ struct NcclCommunicator::Impl {
     CUDA_CHECK(cudaEventRecord(done->get(), stream));
     return done;
   }
+
+  // An async all-reduce in flight. It refers to the communicator's state, so it must be finished
+  // (waited or destroyed) before the communicator is destroyed, as GradBucketer does.
+  class Pending : public PendingCollective {
+   public:
+    Pending(Impl* comm, std::string what, at::Tensor tensor, std::unique_ptr<CudaEvent> done)
+        : comm_(comm), what_(std::move(what)), tensor_(std::move(tensor)), done_(std::move(done)) {}
+    ~Pending() override {
+      // The contract: destroying an unfinished handle waits (the tensor must not be freed while
+      // NCCL writes into it). Never throws.
+      if (finished_) return;
+      try {
+        wait();
+      } catch (const std::exception& e) {
+        log_rank("[comm] unobserved failure of an NCCL all-reduce: {}", e.what());
+      }
+    }
+    void wait() override {
+      if (finished_) return;
+      comm_->wait_for(what_, [&] { return cudaEventQuery(done_->get()); });
+      finished_ = true;
+    }
+
+   private:
+    Impl* comm_;
+    std::string what_;
+    at::Tensor tensor_;
+    std::unique_ptr<CudaEvent> done_;
+    bool finished_ = false;
+  };
 };
 
-NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device) : impl_(std::make_unique<Impl>()) {
+NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, double timeout_s)
+    : impl_(std::make_unique<Impl>()) {
   if (comm == MPI_COMM_NULL) throw Error("[comm] NcclCommunicator: MPI_COMM_NULL given");
+  if (timeout_s < 0) throw Error(fmt::format("[comm] NcclCommunicator: timeout {} s is negative", timeout_s));
   Impl& s = *impl_;
+  s.timeout_s = timeout_s;
   MPI_CHECK(MPI_Comm_rank(comm, &s.rank));
   MPI_CHECK(MPI_Comm_size(comm, &s.size));
   MPI_CHECK(MPI_Comm_dup(comm, &s.host_comm));
   MPI_CHECK(MPI_Comm_set_errhandler(s.host_comm, MPI_ERRORS_RETURN));
 
   // Every rank checks its device first and all agree before any NCCL call: a rank that threw
-  // alone would leave the others waiting for it inside ncclCommInitRank.
+  // alone would leave the others waiting for it inside the NCCL setup.
   int device_count = 0;
   if (cudaGetDeviceCount(&device_count) != cudaSuccess) {
     device_count = 0;
@@ -149,8 +279,9 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device) : impl_(std::make_
   MPI_CHECK(MPI_Allreduce(&usable, &all_usable, 1, MPI_INT, MPI_MIN, s.host_comm));
   if (!usable)
     throw Error(fmt::format("[comm] NcclCommunicator needs a CUDA device on every rank: this rank "
-                            "(rank {} of {}) sees {} CUDA device(s) and was asked for device {}",
-                            s.rank, s.size, device_count, device));
+                            "(rank {} of {} on host {}) sees {} CUDA device(s) and was asked for "
+                            "device {}",
+                            s.rank, s.size, host_name(), device_count, device));
   if (!all_usable)
     throw Error(fmt::format("[comm] NcclCommunicator needs a CUDA device on every rank: another "
                             "rank of this communicator has none usable (this is rank {} of {})",
@@ -173,7 +304,11 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device) : impl_(std::make_
   }
   MPI_CHECK(MPI_Bcast(&setup, static_cast<int>(sizeof(setup)), MPI_BYTE, 0, s.host_comm));
   if (!setup.ok) throw Error("[comm] NcclCommunicator: rank 0 failed to create the NCCL unique id");
-  NCCL_CHECK(ncclCommInitRank(&s.nccl, s.size, setup.id, s.rank));
+  // Non-blocking: the init returns at once and its state is polled, within the timeout.
+  ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+  config.blocking = 0;
+  s.settle("ncclCommInitRankConfig",
+           ncclCommInitRankConfig(&s.nccl, s.size, setup.id, s.rank, &config));
   // Non-blocking: our stream must not synchronise with the legacy default stream.
   CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
 }
@@ -199,19 +334,24 @@ void NcclCommunicator::all_reduce_sum(at::Tensor& tensor) {
   const ncclDataType_t type = impl_->checked_type(tensor, "all_reduce_sum");
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(impl_->device));
   cudaStream_t current = impl_->after_current_stream();
-  NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                           type, ncclSum, impl_->nccl, impl_->stream));
+  impl_->settle("all_reduce (sum)",
+                ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                              type, ncclSum, impl_->nccl, impl_->stream));
   std::unique_ptr<CudaEvent> done = impl_->record_done();
   CUDA_CHECK(cudaStreamWaitEvent(current, done->get(), 0));
 }
 
-std::unique_ptr<PendingCollective> NcclCommunicator::all_reduce_sum_async(at::Tensor tensor) {
-  const ncclDataType_t type = impl_->checked_type(tensor, "all_reduce_sum_async");
+std::unique_ptr<PendingCollective> NcclCommunicator::all_reduce_async(at::Tensor tensor, ReduceOp op) {
+  const ncclDataType_t type = impl_->checked_type(tensor, "all_reduce_async", op);
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(impl_->device));
   impl_->after_current_stream();
-  NCCL_CHECK(ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                           type, ncclSum, impl_->nccl, impl_->stream));
-  return std::make_unique<NcclPending>(std::move(tensor), impl_->record_done());
+  std::string what = fmt::format("all_reduce ({}, {} elements)", op_name(op), tensor.numel());
+  impl_->settle(what, ncclAllReduce(tensor.data_ptr(), tensor.data_ptr(),
+                                    static_cast<size_t>(tensor.numel()), type,
+                                    op == ReduceOp::kAvg ? ncclAvg : ncclSum, impl_->nccl,
+                                    impl_->stream));
+  return std::make_unique<Impl::Pending>(impl_.get(), std::move(what), std::move(tensor),
+                                       impl_->record_done());
 }
 
 void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
@@ -221,14 +361,16 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
                             impl_->size - 1));
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(impl_->device));
   cudaStream_t current = impl_->after_current_stream();
-  NCCL_CHECK(ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
-                           type, root, impl_->nccl, impl_->stream));
+  impl_->settle("broadcast",
+                ncclBroadcast(tensor.data_ptr(), tensor.data_ptr(), static_cast<size_t>(tensor.numel()),
+                              type, root, impl_->nccl, impl_->stream));
   std::unique_ptr<CudaEvent> done = impl_->record_done();
   CUDA_CHECK(cudaStreamWaitEvent(current, done->get(), 0));
 }
 
 void NcclCommunicator::barrier() {
-  CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+  impl_->require_alive("barrier");
+  impl_->wait_for("barrier", [&] { return cudaStreamQuery(impl_->stream); });
   MPI_CHECK(MPI_Barrier(impl_->host_comm));
 }
 

@@ -1,6 +1,6 @@
 // NcclCommunicator: the Communicator for CUDA tensors (NCCL), set up over an MPI communicator
 // (rank 0 makes the NCCL id, MPI broadcasts it). nccl.h stays inside nccl_communicator.cpp.
-// Built only with DIFFUSION_WITH_NCCL (in the diffusion_cuda library).
+// Built only with DIFFUSION_WITH_NCCL; make_communicator (communicator_factory.h) picks it.
 #pragma once
 
 #include <mpi.h>
@@ -17,8 +17,12 @@ class NcclCommunicator : public Communicator {
   // Collective over `comm` (not owned; every rank constructs together). `device` is this rank's
   // CUDA device, -1 for the current one. Throws diffusion::Error on every rank when any rank has
   // no usable CUDA device, instead of leaving the others waiting in NCCL's setup.
-  explicit NcclCommunicator(MPI_Comm comm, int device = -1);
-  // Waits for this communicator's stream, then ncclCommDestroy and stream destroy; never throws.
+  // `timeout_s` (0 = none) bounds every host-side wait (setup, wait(), barrier()): past it the
+  // NCCL communicator is aborted and the wait throws, naming the collective, rank and time.
+  // An asynchronous NCCL error (a peer died) does the same at once.
+  explicit NcclCommunicator(MPI_Comm comm, int device = -1, double timeout_s = 0);
+  // Waits for this communicator's stream, then ncclCommFinalize + ncclCommDestroy (abort on a
+  // failure) and stream destroy; never throws.
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;
   NcclCommunicator& operator=(const NcclCommunicator&) = delete;
@@ -32,8 +36,9 @@ class NcclCommunicator : public Communicator {
   // the synchronous ones then make the current stream wait for them (the host does not block).
   // An NCCL communicator is not thread-safe: calls must not overlap in time.
   void all_reduce_sum(at::Tensor& tensor) override;
-  // wait() blocks the host until the reduction has finished on the device.
-  std::unique_ptr<PendingCollective> all_reduce_sum_async(at::Tensor tensor) override;
+  // wait() blocks the host until the reduction has finished on the device (polling, see the
+  // constructor). kAvg is ncclAvg. Handles must be finished before the communicator goes.
+  std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor tensor, ReduceOp op) override;
   void broadcast(at::Tensor& tensor, int root) override;
   // Waits for this communicator's stream, then an MPI barrier.
   void barrier() override;
