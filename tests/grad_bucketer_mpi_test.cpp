@@ -323,6 +323,7 @@ class RecordingCommunicator : public Communicator {
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
   std::string backend() const override { return inner_.backend(); }
+  c10::Device device() const override { return inner_.device(); }
   void all_reduce_sum(at::Tensor& tensor) override { inner_.all_reduce_sum(tensor); }
   std::unique_ptr<PendingCollective> all_reduce_async(at::Tensor tensor, ReduceOp op) override {
     launches.push_back(tensor.numel());
