@@ -222,7 +222,8 @@ TrainResult Trainer::run() {
     // batch → keyed draws → forward/backward with the reduction under way
     const ShardBatch batch = reader.next();
     const auto draws = draw_training_noise(c.optim.seed, n.step, batch.positions, c.sample_shape,
-                                           objective.timestep_draws(), c.diffusion.p_uncond);
+                                           objective.timestep_draws(), c.diffusion.p_uncond,
+                                           batch.x.device());
     optimizer.zero_grad();
     stats.begin_step(batch.x);
     forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, micro, stats);
