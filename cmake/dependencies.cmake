@@ -25,6 +25,13 @@ endif()
 if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
   set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
 endif()
+# Our CUDA code (core/diffusion/keyed_noise_cuda.cu) targets the H200: sm_90 code plus compute_90
+# PTX for later GPUs. The torch package ignores CMAKE_CUDA_ARCHITECTURES and puts the gencode
+# flags of TORCH_CUDA_ARCH_LIST into CMAKE_CUDA_FLAGS; its default list starts at sm_50, which
+# CUDA 13's nvcc no longer accepts.
+if(NOT DEFINED TORCH_CUDA_ARCH_LIST AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(TORCH_CUDA_ARCH_LIST "9.0+PTX")
+endif()
 find_package(Torch REQUIRED)
 # TORCH_CXX_FLAGS carries the ABI flag; TORCH_LIBRARIES the imported targets.
 set(CMAKE_CXX_FLAGS "${CMAKE_CXX_FLAGS} ${TORCH_CXX_FLAGS}")

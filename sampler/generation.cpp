@@ -424,6 +424,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
     // Precision and the device type change the bits of a sample (not W or the batch size).
     resolved->settings["precision"] = to_string(precision);
     resolved->settings["device"] = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
+    resolved->sampler.device = device;  // where the sampler draws its keyed noise
   }), "[sample] inputs");
   InputRows& input = *input_rows;
   const Resolved& r = *resolved;

@@ -4,7 +4,7 @@
 
 #include <fmt/core.h>
 
-#include "core/comm/cuda_check.h"
+#include "core/base/cuda_check.h"
 
 namespace diffusion {
 

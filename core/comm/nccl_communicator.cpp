@@ -27,8 +27,8 @@
 #include <thread>
 #include <utility>
 
-#include "core/comm/cuda_check.h"
 #include "core/base/check.h"
+#include "core/base/cuda_check.h"
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"

@@ -1,7 +1,6 @@
 // DDPM and DDIM sampling (Ho et al. 2020; Song et al. 2020; Ho & Salimans 2022 for guidance).
 #include "core/diffusion/samplers.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fmt/ranges.h>
 #include <torch/torch.h>
 
@@ -9,8 +8,9 @@
 #include <cmath>
 
 #include "core/base/error.h"
-#include "core/diffusion/gaussian_diffusion.h"
 #include "core/base/rng.h"
+#include "core/diffusion/gaussian_diffusion.h"
+#include "core/diffusion/keyed_noise.h"
 
 namespace diffusion {
 
@@ -82,18 +82,16 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
                            const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
                            const at::Tensor& x_T) const {
   const auto B = static_cast<int64_t>(indices.size());
-  std::vector<int64_t> shape{B};
-  shape.insert(shape.end(), sample_shape.begin(), sample_shape.end());
-  // One generator per sample, keyed by (seed, i): x_T first, then each step's noise in order.
-  std::vector<at::Generator> gens;
-  gens.reserve(indices.size());
-  for (int64_t i : indices)
-    gens.push_back(at::make_generator<at::CPUGeneratorImpl>(
-        stream_key(config_.seed, RngPurpose::kSampleNoise, {static_cast<uint64_t>(i)})));
+  // One keyed stream per (sample, draw): x_T is draw 0, then each noisy step's noise in order;
+  // a draw is one keyed_normal pass over the batch, on the sampling device.
+  uint64_t draw_counter = 0;
+  std::vector<uint64_t> keys(indices.size());
   const auto draw = [&]() {
-    auto z = torch::empty(shape, torch::kFloat32);
-    for (int64_t b = 0; b < B; ++b) z[b].copy_(torch::randn(sample_shape, gens[b]));
-    return z;
+    for (size_t b = 0; b < indices.size(); ++b)
+      keys[b] = stream_key(config_.seed, RngPurpose::kSampleNoise,
+                           {static_cast<uint64_t>(indices[b]), draw_counter});
+    ++draw_counter;
+    return keyed_normal(keys, sample_shape, config_.device);  // [B, ...sample_shape]
   };
 
   at::Tensor x = draw();  // always drawn, so per-step noise does not depend on --latents
@@ -101,7 +99,7 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
     if (x_T.sizes() != x.sizes())
       throw Error(fmt::format("latents have shape [{}], expected [{}]", fmt::join(x_T.sizes(), ", "),
                               fmt::join(x.sizes(), ", ")));
-    x = x_T.to(torch::kFloat32).clone();
+    x = x_T.to(config_.device, torch::kFloat32).clone();
   }
   const auto S = static_cast<int64_t>(timesteps_.size());
   const int64_t C = x.size(1);

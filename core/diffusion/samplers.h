@@ -1,7 +1,8 @@
 // Reverse-process step functions (docs/math.md "Samplers", "Conditioning and guidance") as pure
 // tensor code over a NoiseSchedule, and a sampling loop over any denoiser callable. Sample i's
-// starting noise and every per-step noise come from generators keyed by (seed, i, step), so a
-// sample is a pure function of (model, settings, seed, i) whatever batch or rank computes it.
+// starting noise and every per-step noise are keyed normal streams (core/diffusion/keyed_noise.h)
+// keyed by (seed, i, draw number), so a sample is a pure function of (model, settings, seed, i)
+// whatever batch, rank or device computes it.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -32,6 +33,9 @@ struct SamplerConfig {
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = plain conditional
   int64_t num_classes = 0;      // > 0: conditional model whose null label is num_classes
   uint64_t seed = 0;
+  // Where x_T and the per-step noise are drawn (keyed_normal gives the same values on CPU and
+  // CUDA), and where x_T given as latents is moved; the model is called on tensors there.
+  at::Device device = at::kCPU;
 };
 
 // x_{t-1} = μ_θ + exp(½ log Σ) z, no noise at the last step (index 0). `index` indexes the
@@ -64,8 +68,10 @@ class Sampler {
   Sampler(const NoiseSchedule& training, const SamplerConfig& config);
 
   // Generates samples `indices` (global sample numbers) from x_T (keyed noise, or `x_T` when
-  // defined). `labels` int64 [B] for conditional models, undefined for unconditional. With
-  // guidance (scale != 1 and labels given) both halves run in one batch of 2B.
+  // defined). Draw k of sample i (k = 0 is x_T, then one per noisy step, also when `x_T` is
+  // given) is the keyed normal row of stream_key(seed, kSampleNoise, {i, k}), drawn on
+  // config.device. `labels` int64 [B] for conditional models, undefined for unconditional.
+  // With guidance (scale != 1 and labels given) both halves run in one batch of 2B.
   at::Tensor sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
                     const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
                     const at::Tensor& x_T = {}) const;
