@@ -36,6 +36,9 @@
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
 #include "core/comm/agreement.h"
+#ifdef DIFFUSION_WITH_CUDA
+#include "core/comm/cuda_runtime.h"
+#endif
 #include "core/diffusion/samplers.h"
 #include "core/diffusion/schedule.h"
 #include "core/models/autocast.h"
@@ -389,6 +392,36 @@ class InputRows {
   bool data_labels_ = false;
 };
 
+// --batch-size auto: 64 on a CPU; on a GPU as many samples as about 60% of the free memory holds,
+// from the working memory of one probe forward pass (guidance doubles the rows).
+int64_t choose_batch_size(const SampleConfig& c, const DenoiseFn& net, const std::vector<int64_t>& shape,
+                          int64_t num_classes, bool guided, const c10::Device& device) {
+  constexpr int64_t kCpuBatch = 64, kProbe = 16;
+  if (c.batch_size > 0) return c.batch_size;
+  if (!device.is_cuda()) return kCpuBatch;
+#ifdef DIFFUSION_WITH_CUDA
+  const int64_t rows = guided ? 2 * kProbe : kProbe;
+  std::vector<int64_t> full{rows};
+  full.insert(full.end(), shape.begin(), shape.end());
+  const auto on = torch::TensorOptions().device(device);
+  torch::NoGradGuard no_grad;
+  const std::size_t peak = cuda_peak_bytes_of(device.index(), [&] {
+    net(torch::zeros(full, on), torch::zeros({rows}, on.dtype(torch::kLong)),
+        num_classes > 0 ? torch::zeros({rows}, on.dtype(torch::kLong)) : at::Tensor());
+  });
+  const double per_sample = std::max<double>(static_cast<double>(peak) / kProbe, 1.0);
+  const double free_bytes = static_cast<double>(use_cuda_device(device.index()).free_bytes);
+  const auto fit = static_cast<int64_t>(0.6 * free_bytes / per_sample);
+  const int64_t b = std::clamp<int64_t>(fit / kProbe * kProbe, kProbe, 16384);
+  log_rank("[sample] --batch-size auto: {} per forward pass ({:.1f} MiB per sample, {:.0f} MiB free on GPU {})", b,
+           per_sample / (1 << 20), free_bytes / (1 << 20), device.index());
+  return b;
+#else
+  (void)net, (void)shape, (void)num_classes, (void)guided;
+  return kCpuBatch;
+#endif
+}
+
 }  // namespace
 
 SampleRange rank_sample_range(int64_t num_samples, int world_size, int rank) {
@@ -441,7 +474,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
   const std::vector<ShardRef> shards = task_shards(layout, task_range, c.array_task, c.array_tasks, world);
   const std::string task_key = std::to_string(c.array_task);
   json task = {{"world_size", world},
-               {"batch_size", c.batch_size},
+               {"batch_size", c.batch_size > 0 ? json(c.batch_size) : json("auto")},
                {"threads", c.threads},
                {"status", "running"},
                {"first_index", task_range.begin},
@@ -502,10 +535,12 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
         };
         return m.forward(pad(x), pad(t), pad(y)).slice(0, 0, B);
       };
+      const int64_t batch_size = choose_batch_size(c, net, shape, num_classes,
+                                                   num_classes > 0 && r.sampler.guidance_scale != 1.0, device);
       const auto start = std::chrono::steady_clock::now();
       auto last_log = start;
       for (int64_t done = resumed; done < rows;) {
-        const int64_t b = std::min(c.batch_size, rows - done);
+        const int64_t b = std::min(batch_size, rows - done);
         const int64_t i0 = first + done;
         std::vector<int64_t> indices(static_cast<size_t>(b)), labels;
         for (int64_t k = 0; k < b; ++k) indices[k] = i0 + k;

@@ -35,7 +35,7 @@ struct SampleConfig {
   int array_task = 0;       // --array-task K of --array-tasks P: this job's block of indices
   int array_tasks = 1;
   std::string out;          // --out DIR
-  int64_t batch_size = 64;  // per rank; does not change the samples
+  int64_t batch_size = 0;   // per rank; does not change the samples; 0 = auto (choose_batch_size)
   uint64_t seed = 0;
   std::string sampler = "ddim";           // ddpm | ddim
   std::optional<int64_t> steps;           // unset: T for ddpm, min(50, T) for ddim

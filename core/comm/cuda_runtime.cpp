@@ -2,6 +2,7 @@
 // queries of device selection.
 #include "core/comm/cuda_runtime.h"
 
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <fmt/core.h>
 
 #include "core/base/cuda_check.h"
@@ -48,6 +49,19 @@ CudaDeviceInfo use_cuda_device(int index) {
   // On the current device, which is now `index` (this creates its context).
   CUDA_CHECK(cudaMemGetInfo(&info.free_bytes, &info.total_bytes));
   return info;
+}
+
+std::size_t cuda_peak_bytes_of(int index, const std::function<void()>& run) {
+  namespace alloc = c10::cuda::CUDACachingAllocator;
+  const auto device = static_cast<c10::DeviceIndex>(index);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  alloc::resetPeakStats(device);
+  const auto aggregate = static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE);
+  const int64_t before = alloc::getDeviceStats(device).allocated_bytes[aggregate].current;
+  run();
+  CUDA_CHECK(cudaDeviceSynchronize());
+  const int64_t peak = alloc::getDeviceStats(device).allocated_bytes[aggregate].peak;
+  return static_cast<std::size_t>(std::max<int64_t>(peak - before, 0));
 }
 
 }  // namespace diffusion

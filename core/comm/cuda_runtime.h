@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <string>
 
 namespace diffusion {
@@ -34,5 +35,9 @@ struct CudaDeviceInfo {
 
 // Makes `index` this thread's current device (cudaSetDevice) and describes it.
 CudaDeviceInfo use_cuda_device(int index);
+
+// Peak bytes the caching allocator held on device `index` while `run` ran, above what it held
+// before (the working memory of a forward pass, for choosing a batch size).
+std::size_t cuda_peak_bytes_of(int index, const std::function<void()>& run);
 
 }  // namespace diffusion
