@@ -27,8 +27,6 @@ import os
 import sys
 import time
 
-import h5py
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -75,6 +73,11 @@ from diffusion_cluster.nets import MlpDenoiser, UNet  # noqa: E402  (after the p
 
 def load_data(path):
     """The whole set in memory: images → float [-1, 1] NCHW, or vectors [N, D]; labels or None."""
+    # h5py and numpy are imported here, not at the top: bench/gpu_peer.py imports this module
+    # on machines that may have neither.
+    import h5py
+    import numpy as np
+
     with h5py.File(path, "r") as f:
         labels = torch.from_numpy(f["labels"][:]) if "labels" in f else None
         num_classes = int(f.attrs["num_classes"]) if labels is not None else 0
@@ -100,6 +103,8 @@ def build_model(cfg, sample_shape, num_classes):
 
 def linear_sqrt_tables(T):
     """sqrt(abar_t), sqrt(1 - abar_t) of the linear schedule, 1e-4 … 0.02 scaled by 1000/T."""
+    import numpy as np
+
     scale = 1000.0 / T
     betas = np.linspace(scale * 1e-4, scale * 0.02, T, dtype=np.float64)
     abar = np.cumprod(1.0 - betas)
