@@ -120,7 +120,7 @@ TEST_F(NcclVersusMpi, KnowsRankSizeAndDevice) {
   EXPECT_EQ(nccl_->rank(), world_rank());
   EXPECT_EQ(nccl_->size(), world_size());
   EXPECT_EQ(nccl_->backend(), "nccl");
-  EXPECT_EQ(nccl_->device(), gpu_plan().device);
+  EXPECT_EQ(nccl_->device(), c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(gpu_plan().device)));
 }
 
 TEST_F(NcclVersusMpi, AllReduceOfExactValuesEqualsMpiBitForBit) {
