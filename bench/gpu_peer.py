@@ -34,7 +34,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from train_peer import as_bool, build_model, read_config  # noqa: E402  (after the path above)
+from train_peer import as_bool, build_model, optimiser_settings, read_config  # noqa: E402  (after the path above)
 
 
 def linear_sqrt_tables(T, device):
@@ -62,13 +62,7 @@ def bench_train(cfg, name, channels, num_classes, precision, mode, batch, warmup
     model = build_model(cfg, (channels, size, size), classes).to(device)
     params = list(model.parameters())
     n_params = sum(p.numel() for p in params)
-    lr, warm_lr = float(cfg["lr"]), int(cfg["warmup"])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg["weight-decay"]))
-    ema_rates = [float(r) for r in cfg["ema-rates"].split(",")]
-    emas = [[p.detach().clone() for p in params] for _ in ema_rates]
-    clip = float(cfg["grad-clip"]) or math.inf
-    T = int(cfg["timesteps"])
-    p_uncond = float(cfg["p-uncond"])
+    lr, warm_lr, opt, ema_rates, emas, clip, T, p_uncond = optimiser_settings(cfg, params)
     flip = as_bool(cfg["random-flip"])
     sqrt_ab, sqrt_1mab = linear_sqrt_tables(T, device)
 

@@ -111,6 +111,17 @@ def linear_sqrt_tables(T):
     return torch.from_numpy(np.sqrt(abar)), torch.from_numpy(np.sqrt(1.0 - abar))
 
 
+def optimiser_settings(cfg, params):
+    """The config's optimiser as diffusion-train runs it: lr and warmup, AdamW, one EMA copy per
+    rate, the clip norm, T and the label-drop probability."""
+    lr, warmup = float(cfg["lr"]), int(cfg["warmup"])
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg["weight-decay"]))
+    ema_rates = [float(r) for r in cfg["ema-rates"].split(",")]
+    emas = [[p.detach().clone() for p in params] for _ in ema_rates]
+    clip = float(cfg["grad-clip"]) or math.inf
+    return lr, warmup, opt, ema_rates, emas, clip, int(cfg["timesteps"]), float(cfg["p-uncond"])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True)
@@ -156,13 +167,7 @@ def main():
 
     ddp = DDP(model)  # broadcasts rank 0's parameters; 25 MB gradient buckets
     params = list(model.parameters())
-    lr, warmup = float(cfg["lr"]), int(cfg["warmup"])
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=float(cfg["weight-decay"]))
-    ema_rates = [float(r) for r in cfg["ema-rates"].split(",")]
-    emas = [[p.detach().clone() for p in params] for _ in ema_rates]
-    clip = float(cfg["grad-clip"]) or math.inf
-    T = int(cfg["timesteps"])
-    p_uncond = float(cfg["p-uncond"])
+    lr, warmup, opt, ema_rates, emas, clip, T, p_uncond = optimiser_settings(cfg, params)
     flip = as_bool(cfg["random-flip"]) and x_all.dim() == 4
     sqrt_ab, sqrt_1mab = linear_sqrt_tables(T)
     view = (-1,) + (1,) * (x_all.dim() - 1)

@@ -136,6 +136,33 @@ for bad in "--no-such-option 1" "--steps" "--data $WORK/missing.h5"; do
   fi
 done
 
+# --- devices and precision -------------------------------------------------------------------
+expect_fail "--device gpu names the option" "--device" "$WORK/dev-run" \
+  "${BASE[@]}" --out "$WORK/dev-run" --data "$WORK/ring.h5" --device gpu
+expect_fail "--precision fp16 names the option" "--precision" "$WORK/dev-run" \
+  "${BASE[@]}" --out "$WORK/dev-run" --data "$WORK/ring.h5" --precision fp16
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  echo "SKIP: --device cuda without a GPU (this machine has one)"
+else
+  "${BASE[@]}" --out "$WORK/cuda-run" --data "$WORK/ring.h5" --device cuda >"$WORK/cuda.log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 1 ] && [ "$(grep -c "error:" "$WORK/cuda.log")" -eq 1 ] && grep -q "$(hostname)" "$WORK/cuda.log" &&
+     grep -q "rank" "$WORK/cuda.log" && grep -qi "cuda" "$WORK/cuda.log" && [ ! -e "$WORK/cuda-run" ]; then
+    pass "--device cuda without a GPU: one error naming host and rank, exit 1, nothing written"
+  else
+    fail "--device cuda without a GPU (rc $rc)"; cat "$WORK/cuda.log"
+  fi
+fi
+# bf16 on the CPU: the run says which precision it computes in (bf16, or the logged fp32
+# fallback on a CPU without native bf16) and records the setting in its config.
+if "${TRAIN[@]}" --out "$WORK/bf16-run" --steps 20 --precision bf16 --device cpu >"$WORK/bf16.log" 2>&1 &&
+   grep -q "precision = bf16" "$WORK/bf16-run/config.ini" &&
+   { grep -q "bf16 on cpu" "$WORK/bf16.log" || grep -q "running in fp32" "$WORK/bf16.log"; }; then
+  pass "--precision bf16 --device cpu trains and says what it computes in"
+else
+  fail "--precision bf16 --device cpu"; cat "$WORK/bf16.log"
+fi
+
 # --- bare boolean flag: --random-flip alone means true (refused here: the data are points) ---
 expect_fail "bare --random-flip reaches the data check" "random-flip" "" \
   "${BASE[@]}" --out "$WORK/flip-run" --data "$WORK/ring.h5" --random-flip
