@@ -307,6 +307,11 @@ TrainResult Trainer::run() {
     if (stop || n.step % c.checkpoint.checkpoint_every == 0 || n.step == c.optim.steps)
       result.last_checkpoint = save();
     if (stop) {
+      // Every rank says whether the signal reached it: on a multi-node job that shows the
+      // launcher delivered it everywhere (a rank may also stop only because another one did).
+      const char* signal = stop_signal_name();
+      log_rank("[train] stop on host {}: {}", host_name(),
+               signal ? fmt::format("got {}", signal) : std::string("no signal here, stopping with the others"));
       log0("[train] stop requested: checkpoint written at step {}, exiting", n.step);
       clear_stop_request();
       result.stopped_by_signal = true;

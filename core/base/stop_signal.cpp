@@ -9,9 +9,13 @@ namespace diffusion {
 namespace {
 
 std::atomic<bool> g_stop_requested{false};
-static_assert(std::atomic<bool>::is_always_lock_free);
+std::atomic<int> g_stop_signal{0};  // the last signal that asked to stop, for the log
+static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free);
 
-extern "C" void on_stop_signal(int) { g_stop_requested.store(true); }
+extern "C" void on_stop_signal(int signal) {
+  g_stop_signal.store(signal);
+  g_stop_requested.store(true);
+}
 
 }  // namespace
 
@@ -22,6 +26,19 @@ void install_stop_signal_handlers() {
 
 void request_stop() { g_stop_requested.store(true); }
 bool stop_requested() { return g_stop_requested.load(); }
-void clear_stop_request() { g_stop_requested.store(false); }
+void clear_stop_request() {
+  g_stop_requested.store(false);
+  g_stop_signal.store(0);
+}
+const char* stop_signal_name() {
+  switch (g_stop_signal.load()) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGUSR1:
+      return "SIGUSR1";
+    default:
+      return nullptr;
+  }
+}
 
 }  // namespace diffusion

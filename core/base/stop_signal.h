@@ -11,5 +11,7 @@ void install_stop_signal_handlers();
 void request_stop();      // what the handlers do; exposed for tests
 bool stop_requested();
 void clear_stop_request();  // handled: a later run in this process starts afresh
+// "SIGUSR1" or "SIGTERM" when a signal (not request_stop()) asked to stop, else nullptr.
+const char* stop_signal_name();
 
 }  // namespace diffusion

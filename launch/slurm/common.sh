@@ -48,6 +48,32 @@ _slurm_forward() {
 trap '_slurm_forward USR1' USR1
 trap '_slurm_forward TERM' TERM
 
+# Prints the job's layout, one line per node: its host, its ranks (both launchers place ranks
+# in blocks, node by node, in the node list's order), threads per rank and the GPUs a node
+# offers (read on the batch node; each rank logs the GPU it takes, with its host, from
+# launch/local_rank.sh).
+slurm_layout() {
+  local hosts=() counts=() parts=() part i n first=0 gpus
+  mapfile -t hosts < <(scontrol show hostnames "${SLURM_JOB_NODELIST:-$(hostname -s)}" 2>/dev/null)
+  ((${#hosts[@]})) || hosts=("$(hostname -s)")
+  # SLURM_TASKS_PER_NODE looks like "2(x3),1": 2 tasks on each of 3 nodes, then 1.
+  IFS=, read -ra parts <<<"${SLURM_TASKS_PER_NODE:-${SLURM_NTASKS:-1}}"
+  for part in "${parts[@]}"; do
+    if [[ "$part" =~ ^([0-9]+)\(x([0-9]+)\)$ ]]; then
+      for ((i = 0; i < BASH_REMATCH[2]; i++)); do counts+=("${BASH_REMATCH[1]}"); done
+    else
+      counts+=("$part")
+    fi
+  done
+  gpus="${CUDA_VISIBLE_DEVICES:-none}"
+  [ "$gpus" = NoDevFiles ] && gpus=none
+  for i in "${!hosts[@]}"; do
+    n=${counts[i]:-0}
+    slurm_log "node ${hosts[i]}: ranks $first-$((first + n - 1)) ($n), $THREADS thread(s) each, GPUs ${gpus}"
+    first=$((first + n))
+  done
+}
+
 # slurm_run [--no-threads-option] PROGRAM [ARGS...]: runs `PROGRAM ARGS --threads THREADS`
 # (without --threads when asked; OMP_NUM_THREADS is set either way) on every task of the
 # allocation, waits, then requeues (RESUBMIT=1 after a warning) or exits with its status.
@@ -72,6 +98,7 @@ slurm_run() {
   cmd+=("$DIFFUSION_ROOT/launch/local_rank.sh" "$program" "$@" "${threads_option[@]}")
 
   slurm_log "job ${SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}, start $(( ${SLURM_RESTART_COUNT:-0} + 1 )), ${SLURM_JOB_NUM_NODES:-1} node(s) ${SLURM_JOB_NODELIST:-}, ${SLURM_NTASKS:-1} rank(s) x $THREADS thread(s), launcher $LAUNCHER, RESUBMIT=$RESUBMIT"
+  slurm_layout
   slurm_log "${cmd[*]}"
   local rc=0 seen
   if ((_slurm_signals == 0)); then

@@ -18,12 +18,7 @@ PY="${DIFFUSION_PYTHON:-python3}"
 WORK="${DIFFUSION_TEST_DATA:-/tmp}/slurm_test-$$"
 # The cluster's state under /tmp: munged, running as the munge user, must reach its socket.
 CLUSTER=$(mktemp -d /tmp/diffusion-slurm-XXXXXX)
-T0=$(date +%s)
-
-passed=0
-failed=0
-pass() { passed=$((passed + 1)); echo "PASS: $1 ($(( $(date +%s) - T0 )) s)"; }
-fail() { failed=$((failed + 1)); echo "FAIL: $1 ($(( $(date +%s) - T0 )) s)"; }
+source "$SRC/tests/slurm/test_lib.sh"
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 cleanup() { "$SRC/tests/slurm/cluster.sh" stop "$CLUSTER"; [ -n "${SLURM_TEST_KEEP:-}" ] || rm -rf "$WORK"; }
@@ -49,8 +44,6 @@ TRAIN_ARGS=(--config "$SRC/configs/toy_2d.ini" --data ring.h5 --steps "$STEPS" -
 # Slurm advertises 8 CPUs on 2 cores: ranks that spin while they wait would starve each other.
 export OMPI_MCA_mpi_yield_when_idle=1
 SBATCH=(sbatch --wait --parsable --nodes=1 --ntasks-per-node=2 --time=10)
-
-show_log() { echo "--- $1"; grep -v '^[a-z0-9-]* = \|^\[[a-z]*\]$\|^$' "$1" | tail -n 40; }
 
 # --- an impossible job is refused at submission, not left pending ----------------------------
 if ! msg=$(sbatch --nodes=2 "$SRC/launch/slurm/train.sbatch" "${TRAIN_ARGS[@]}" --out never 2>&1) &&
@@ -89,49 +82,8 @@ else
   fail "local rank -> GPU mapping"; grep "\[launch\]" train_srun.out
 fi
 
-# Two runs' latest checkpoints hold the same step and bit-identical tensors (docs/formats.md).
-same_checkpoints() {
-  "$PY" - "$1" "$2" <<'PYEOF'
-import json, sys, zlib, h5py, numpy as np
-def load(run):
-    step_dir = f"{run}/checkpoints/" + open(f"{run}/checkpoints/latest").read().strip()
-    m = json.load(open(f"{step_dir}/manifest.json"))
-    parts = []
-    for s in m["shards"]:
-        with h5py.File(f"{step_dir}/{s['file']}", "r") as f:
-            b = f["bytes"][:]
-        assert f"{zlib.crc32(b.tobytes()):08x}" == s["crc32"], s["file"]
-        parts.append(b)
-    stream = np.concatenate(parts)
-    return m["step"], {t["name"]: stream[t["offset"]:t["offset"] + t["nbytes"]].view(np.dtype(t["dtype"]))
-                       for t in m["tensors"]}
-step_a, a = load(sys.argv[1])
-step_b, b = load(sys.argv[2])
-assert step_a == step_b, (step_a, step_b)
-assert a.keys() == b.keys()
-assert any(k.startswith("model/") for k in a) and any(k.startswith("ema") for k in a) and any(k.startswith("adam") for k in a)
-diff = [k for k in a if not np.array_equal(a[k], b[k])]
-assert not diff, f"{len(diff)} of {len(a)} tensors differ, e.g. {diff[:3]}"
-print(f"all {len(a)} tensors (model, EMA, AdamW) bit-identical at step {step_a}")
-PYEOF
-}
-
 # The jobs below run side by side (the cluster has 8 CPUs; what does not fit waits in the
 # queue): much of each is Slurm's requeue delay and sbatch --wait's polling.
-declare -A sbatch_pid
-start_job() {  # NAME COMMAND...: runs `COMMAND` (an sbatch --wait) in the background; job id in NAME.id
-  local name="$1"; shift
-  "$@" >"$name.id" &
-  sbatch_pid[$name]=$!
-}
-wait_job() { wait "${sbatch_pid[$1]}"; }  # NAME: sbatch --wait's status, the job's exit code
-signal_when() {  # LOG PATTERN NAME [SUFFIX]: USR1 to job NAME.id's batch shell once LOG shows PATTERN
-  for _ in $(seq 1 1200); do
-    grep -q "$2" "$1" 2>/dev/null && break
-    sleep 0.1
-  done
-  scancel -b --signal=USR1 "$(cat "$3.id")${4:-}"
-}
 sample_help=$("$BIN/diffusion-sample" --help)
 has_jobs=0
 grep -q -- "--jobs" <<<"$sample_help" && has_jobs=1
