@@ -25,8 +25,9 @@ struct DistillConfig {
   // over the teacher's [model] and [diffusion] sections.
   std::vector<IniSetting> student_settings;
   std::string data;          // the [data] data path, also in student_settings
-  std::string device = "auto";  // [runtime] device and share-gpus, also in student_settings
-  bool share_gpus = false;
+  std::string device = "auto";  // [runtime] device, share-gpus and collective-timeout, also in
+  bool share_gpus = false;      // student_settings
+  double collective_timeout_s = 300;
   std::string resolved_text;  // every option with its value, INI-style; printed and saved
 };
 

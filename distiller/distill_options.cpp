@@ -8,6 +8,7 @@
 #include <deque>
 
 #include "core/base/error.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
@@ -83,6 +84,7 @@ std::optional<DistillConfig> parse_distill_options(int argc, char** argv) {
   c.device = s("device");
   parse_device_kind(c.device);  // a bad value fails here, naming the option
   c.share_gpus = option_bool("share-gpus", s("share-gpus"));
+  c.collective_timeout_s = collective_timeout_option(s("collective-timeout"));
   c.data = s("data");
   if (c.data.empty()) throw Error("option --data is required (the data the teacher was trained on)");
 

@@ -36,6 +36,7 @@
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
 #include "core/comm/agreement.h"
+#include "core/comm/collective_watchdog.h"
 #ifdef DIFFUSION_WITH_CUDA
 #include "core/comm/cuda_runtime.h"
 #endif
@@ -498,7 +499,10 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
   int state = agreed(comm, "[sample] output folder", [&] {
     return rank == 0 ? static_cast<int>(prepare_output(c.out, manifest, task_key, task)) : 0;
   });
-  MPI_CHECK(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
+  {
+    CollectiveScope scope("output folder broadcast", comm);
+    MPI_CHECK(MPI_Bcast(&state, 1, MPI_INT, 0, comm));
+  }
   if (static_cast<Start>(state) == Start::kJobComplete) {
     log0("[sample] {} is already complete ({} samples); nothing to do", c.out, N);
     return;
@@ -597,7 +601,10 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
   }
 
   // --- 4. rank 0 records the task once every rank is done; the last task joins all shards ----
-  MPI_CHECK(MPI_Barrier(comm));
+  {
+    CollectiveScope scope("sampler barrier", comm);
+    MPI_CHECK(MPI_Barrier(comm));
+  }
   if (rank != 0) return;
   for (const auto& s : shards) {
     const int64_t complete = shard_rows_complete(c.out + "/" + s.relative_path);

@@ -15,6 +15,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/communicator_factory.h"
 #include "core/comm/device.h"
 #include "distiller/distiller.h"
@@ -67,6 +68,18 @@ bool output_complete(const JobSpec& job) {
 
 }  // namespace
 
+double jobs_collective_timeout(const JobsConfig& config, int rank) {
+  double largest = 0;
+  int next = 0;
+  for (const auto& job : config.jobs) {
+    const double timeout = job.sample ? job.sample->collective_timeout_s : job.distill->collective_timeout_s;
+    if (rank >= next && rank < next + job.ranks) return timeout;
+    next += job.ranks;
+    largest = std::max(largest, timeout);
+  }
+  return largest;
+}
+
 bool run_jobs(const JobsConfig& config, MPI_Comm world) {
   int rank = 0, world_size = 0;
   MPI_CHECK(MPI_Comm_rank(world, &rank));
@@ -96,7 +109,10 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
   }
   const c10::Device rank_device = select_device(world, wanted).device;
   MPI_Comm job_comm = MPI_COMM_NULL;
-  MPI_CHECK(MPI_Comm_split(world, my_job < 0 ? MPI_UNDEFINED : my_job, rank, &job_comm));
+  {
+    CollectiveScope scope("jobs communicator split", world);
+    MPI_CHECK(MPI_Comm_split(world, my_job < 0 ? MPI_UNDEFINED : my_job, rank, &job_comm));
+  }
 
   int status = kNotRun;
   double seconds = 0;
@@ -122,6 +138,8 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
       int dep_status = kNotRun;
       MPI_Request request;
       MPI_CHECK(MPI_Irecv(&dep_status, 1, MPI_INT, first_rank[dep], kJobDoneTag + dep, world, &request));
+      // As long as that job runs: its own ranks watch its collectives.
+      CollectiveScope scope("waiting for an earlier job", world, WaitKind::kOtherJobs);
       wait_for(&request);
       if (dep_status != kDone && dep_status != kAlreadyComplete) may_run = false;
     }
@@ -137,7 +155,8 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
           status = kDone;
         } else {
           // The job's own communicator over its slice of the ranks (NCCL on GPUs).
-          const auto communicator = make_communicator(job_comm, device);
+          const auto communicator =
+              make_communicator(job_comm, device, nccl_backstop_timeout_s(job.distill->collective_timeout_s));
           status = run_distillation(*job.distill, job_comm, *communicator).stopped_by_signal ? kStopped : kDone;
         }
       } catch (const Error& e) {
@@ -162,7 +181,11 @@ bool run_jobs(const JobsConfig& config, MPI_Comm world) {
   std::vector<double> all(3 * static_cast<size_t>(world_size));
   MPI_Request request;
   MPI_CHECK(MPI_Iallgather(mine, 3, MPI_DOUBLE, all.data(), 3, MPI_DOUBLE, world, &request));
-  wait_for(&request);
+  {
+    // A job that finished early waits here for the others, however long they run.
+    CollectiveScope scope("jobs summary gather", world, WaitKind::kOtherJobs);
+    wait_for(&request);
+  }
   bool all_finished = true;
   std::string table = fmt::format("[jobs] summary of {}\n  {:<16} {:<8} {:>9}  {:<34} {}\n", config.path, "job", "ranks",
                                   "wall", "output", "status");

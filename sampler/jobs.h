@@ -15,4 +15,8 @@ namespace diffusion {
 // Returns true when every job finished (false when a stop request ended one early).
 bool run_jobs(const JobsConfig& config, MPI_Comm world);
 
+// The --collective-timeout of the job world rank `rank` runs (the largest of all jobs for a rank
+// without a job).
+double jobs_collective_timeout(const JobsConfig& config, int rank);
+
 }  // namespace diffusion

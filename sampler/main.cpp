@@ -5,6 +5,7 @@
 #include "core/base/mpi_session.h"
 #include "core/base/stop_signal.h"
 #include "core/comm/agreement.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/device.h"
 #include "sampler/generation.h"
 #include "sampler/jobs.h"
@@ -19,6 +20,9 @@ int main(int argc, char** argv) {
       return diffusion::parse_jobs_options(argc, argv, mpi.world_size());
     });
     if (jobs) {
+      // Each rank watches with its own job's --collective-timeout.
+      const diffusion::CollectiveWatchdog watchdog(MPI_COMM_WORLD,
+                                                   diffusion::jobs_collective_timeout(*jobs, mpi.rank()));
       // Distillation jobs checkpoint and stop on SIGTERM/SIGUSR1 like diffusion-distill.
       diffusion::install_stop_signal_handlers();
       diffusion::run_jobs(*jobs, MPI_COMM_WORLD);
@@ -26,6 +30,7 @@ int main(int argc, char** argv) {
     }
     const auto config = diffusion::agreed(MPI_COMM_WORLD, "", [&] { return diffusion::parse_sample_options(argc, argv); });
     if (!config) return 0;
+    const diffusion::CollectiveWatchdog watchdog(MPI_COMM_WORLD, config->collective_timeout_s);
     const auto device = diffusion::select_device(
         MPI_COMM_WORLD, {diffusion::parse_device_kind(config->device), config->share_gpus});
     diffusion::run_sampling(*config, MPI_COMM_WORLD, device.device);

@@ -49,6 +49,7 @@ struct SampleConfig {
   int threads = 0;                        // intra-op threads per rank; 0 = LibTorch's default
   std::string device = "auto";            // --device auto | cpu | cuda (core/comm/device.h)
   bool share_gpus = false;                // more ranks per node than GPUs
+  double collective_timeout_s = 300;      // --collective-timeout (core/comm/collective_watchdog.h); 0 = off
   Precision precision = Precision::kFp32;  // of the forward passes; the update math is float32
 };
 

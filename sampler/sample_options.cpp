@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "core/base/error.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
@@ -52,6 +53,8 @@ const OptionSpec kOptions[] = {
     {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
     {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
     {"runtime", "precision", "fp32", "fp32 | bf16: the network's forward passes (the sampler's update math stays float32)"},
+    {"runtime", "collective-timeout", "300", "seconds a rank may wait in a collective before the job ends naming "
+     "the stuck rank (docs/launch.md); 0 = off"},
     {"slurm", "array-task", "0", "K: this job generates indices [floor(K*N/P), floor((K+1)*N/P)) into the same --out; "
      "the last task to finish writes samples.h5"},
     {"slurm", "array-tasks", "1", "P, jobs that share the N samples (a Slurm job array: K = $SLURM_ARRAY_TASK_ID)"},
@@ -145,6 +148,7 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   parse_device_kind(c.device);  // a bad value fails here, naming the option
   c.share_gpus = option_bool("share-gpus", s("share-gpus"));
   c.precision = parse_precision(s("precision"));
+  c.collective_timeout_s = collective_timeout_option(s("collective-timeout"));
   c.array_tasks = static_cast<int>(option_int("array-tasks", s("array-tasks")));
   if (c.array_tasks < 1) throw Error(fmt::format("option --array-tasks: {} must be at least 1", c.array_tasks));
   c.array_task = static_cast<int>(option_int("array-task", s("array-task")));

@@ -141,6 +141,11 @@ expect_fail "--device gpu names the option" "--device" "$WORK/dev-run" \
   "${BASE[@]}" --out "$WORK/dev-run" --data "$WORK/ring.h5" --device gpu
 expect_fail "--precision fp16 names the option" "--precision" "$WORK/dev-run" \
   "${BASE[@]}" --out "$WORK/dev-run" --data "$WORK/ring.h5" --precision fp16
+# --- the collective timeout (tests/collective_timeout_test.sh stops a rank) --------------------
+for bad in -1 abc; do
+  expect_fail "--collective-timeout $bad names the option" "option --collective-timeout: '$bad'" "$WORK/ct-run" \
+    "${BASE[@]}" --out "$WORK/ct-run" --data "$WORK/ring.h5" --collective-timeout "$bad"
+done
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   echo "SKIP: --device cuda without a GPU (this machine has one)"
 else

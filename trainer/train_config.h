@@ -61,6 +61,9 @@ struct RuntimeOptions {
   bool share_gpus = false;      // more ranks per node than GPUs
   Precision precision = Precision::kFp32;
   bool channels_last = false;
+  // --collective-timeout: seconds a rank waits in a collective before the watchdog asks the
+  // others and ends the job naming a stuck one (core/comm/collective_watchdog.h); 0 = off.
+  double collective_timeout_s = 300;
 };
 
 // Set for a progressive-distillation student (diffusion-distill writes it as the [distilled]

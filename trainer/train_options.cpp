@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/device.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
@@ -63,6 +64,8 @@ const OptionSpec kOptions[] = {
     {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
     {"runtime", "precision", "fp32", "fp32 | bf16 (autocast for the network; weights, optimiser, EMA in fp32)"},
     {"runtime", "channels-last", "false", "images: channels-last memory format for the network"},
+    {"runtime", "collective-timeout", "300", "seconds a rank may wait in a collective before the job ends naming "
+     "the stuck rank (docs/launch.md); 0 = off"},
 };
 
 const OptionTable& train_table() {
@@ -144,6 +147,7 @@ TrainConfig config_from_values(const OptionValues& values) {
   r.share_gpus = option_bool("share-gpus", s("share-gpus"));
   r.precision = parse_precision(s("precision"));
   r.channels_last = option_bool("channels-last", s("channels-last"));
+  r.collective_timeout_s = collective_timeout_option(s("collective-timeout"));
   return config;
 }
 

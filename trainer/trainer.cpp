@@ -22,6 +22,7 @@
 #include "core/base/stop_signal.h"
 #include "core/base/text.h"
 #include "core/comm/agreement.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/comm/grad_bucketer.h"
 #include "core/diffusion/losses.h"
 #include "core/io/checkpoint.h"
@@ -170,6 +171,7 @@ TrainResult Trainer::run() {
   {
     // Every rank starts from rank 0's weights, whatever its own initialisation did.
     torch::NoGradGuard no_grad;
+    CollectiveScope scope("initial weights broadcast", comm_);
     for (auto& p : params.tensors) {
       at::Tensor t = p.detach();
       communicator_.broadcast(t, 0);
@@ -281,7 +283,11 @@ TrainResult Trainer::run() {
 
     // log: the diagnostics are read, and reduced over the ranks, only here
     if (n.step % c.logging.log_every == 0 || n.step == c.optim.steps) {
-      const StepStatsSummary summary = stats.reduce(communicator_);
+      // The scope covers the host read too: with NCCL that read is where the wait happens.
+      const StepStatsSummary summary = [&] {
+        CollectiveScope scope("step statistics all-reduce", comm_);
+        return stats.reduce(communicator_);
+      }();
       const auto now = std::chrono::steady_clock::now();
       const double window_s = std::chrono::duration<double>(now - window_start).count();
       const double elapsed = std::chrono::duration<double>(now - clock_start).count();
@@ -303,7 +309,10 @@ TrainResult Trainer::run() {
 
     // checkpoint: a stop request on any rank (SIGTERM/SIGUSR1 before a time limit) stops every
     // rank here, with a checkpoint.
-    const bool stop = communicator_.all_reduce_max(stop_requested() ? 1.0 : 0.0) > 0;
+    const bool stop = [&] {
+      CollectiveScope scope("stop flag all-reduce", comm_);
+      return communicator_.all_reduce_max(stop_requested() ? 1.0 : 0.0) > 0;
+    }();
     if (stop || n.step % c.checkpoint.checkpoint_every == 0 || n.step == c.optim.steps)
       result.last_checkpoint = save();
     if (stop) {

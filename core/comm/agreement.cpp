@@ -4,10 +4,12 @@
 #include <fmt/format.h>
 
 #include "core/base/mpi_session.h"
+#include "core/comm/collective_watchdog.h"
 
 namespace diffusion {
 
 void agree_or_throw(MPI_Comm comm, const std::string& local_error, const std::string& what) {
+  CollectiveScope scope("agreement", comm);
   int rank = 0, world = 1;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_size(comm, &world));
@@ -31,6 +33,7 @@ void agree_or_throw(MPI_Comm comm, const std::string& local_error, const std::st
 }
 
 std::string broadcast_string(MPI_Comm comm, std::string text, int root) {
+  CollectiveScope scope("string broadcast", comm);
   int length = static_cast<int>(text.size());
   MPI_CHECK(MPI_Bcast(&length, 1, MPI_INT, root, comm));
   text.resize(static_cast<size_t>(length));

@@ -15,6 +15,7 @@
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
 #include "core/comm/agreement.h"
+#include "core/comm/collective_watchdog.h"
 #ifdef DIFFUSION_WITH_CUDA
 #include "core/comm/cuda_runtime.h"
 #endif
@@ -97,7 +98,10 @@ RankDevice select_device(MPI_Comm comm, const DeviceRequest& request) {
   // CPU or CUDA, the same on every rank: auto takes CUDA only when no rank would be left out.
   const int gpus = visible_gpus();
   int fewest_gpus = 0;
-  MPI_CHECK(MPI_Allreduce(&gpus, &fewest_gpus, 1, MPI_INT, MPI_MIN, comm));
+  {
+    CollectiveScope scope("device selection", comm);
+    MPI_CHECK(MPI_Allreduce(&gpus, &fewest_gpus, 1, MPI_INT, MPI_MIN, comm));
+  }
   const bool use_cuda =
       request.kind == DeviceKind::kCuda || (request.kind == DeviceKind::kAuto && fewest_gpus >= 1);
   if (!use_cuda) {
@@ -133,7 +137,10 @@ RankDevice select_device(MPI_Comm comm, const DeviceRequest& request) {
 
   std::vector<char> uuids(static_cast<size_t>(16 * result.local_size));
   info.uuid.resize(16);
-  MPI_CHECK(MPI_Allgather(info.uuid.data(), 16, MPI_BYTE, uuids.data(), 16, MPI_BYTE, node.get()));
+  {
+    CollectiveScope scope("device selection", node.get());
+    MPI_CHECK(MPI_Allgather(info.uuid.data(), 16, MPI_BYTE, uuids.data(), 16, MPI_BYTE, node.get()));
+  }
   std::vector<int> sharing;  // local ranks on this rank's GPU, this one included
   for (int r = 0; r < result.local_size; ++r)
     if (std::string(uuids.data() + 16 * r, 16) == info.uuid) sharing.push_back(r);

@@ -34,6 +34,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/collective_watchdog.h"
 
 namespace diffusion {
 namespace {
@@ -189,6 +190,8 @@ struct MpiCommunicator::Impl {
         continue;
       }
       try {
+        // The async all-reduces are GradBucketer's buckets (its only user).
+        CollectiveScope scope("gradient all-reduce", async_comm);
         all_reduce_in_place(job->tensor, job->element, MPI_SUM, async_comm);
         job->complete(nullptr);
       } catch (...) {
@@ -207,8 +210,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm, AsyncMode mode) : impl_(std::mak
   if (comm == MPI_COMM_NULL) throw Error("[comm] MpiCommunicator: MPI_COMM_NULL given");
   MPI_CHECK(MPI_Comm_rank(comm, &impl_->rank));
   MPI_CHECK(MPI_Comm_size(comm, &impl_->size));
-  MPI_CHECK(MPI_Comm_dup(comm, &impl_->sync_comm));
-  MPI_CHECK(MPI_Comm_dup(comm, &impl_->async_comm));
+  {
+    CollectiveScope scope("communicator setup", comm);
+    MPI_CHECK(MPI_Comm_dup(comm, &impl_->sync_comm));
+    MPI_CHECK(MPI_Comm_dup(comm, &impl_->async_comm));
+  }
   // Errors on our duplicates come back as codes so MPI_CHECK can name the call and rank.
   MPI_CHECK(MPI_Comm_set_errhandler(impl_->sync_comm, MPI_ERRORS_RETURN));
   MPI_CHECK(MPI_Comm_set_errhandler(impl_->async_comm, MPI_ERRORS_RETURN));
@@ -246,6 +252,7 @@ bool MpiCommunicator::async_on_thread() const { return impl_->use_thread; }
 
 void MpiCommunicator::all_reduce_sum(at::Tensor& tensor) {
   const MpiElement element = checked_element(tensor, "all_reduce_sum");
+  CollectiveScope scope("tensor all-reduce", impl_->sync_comm);
   all_reduce_in_place(tensor, element, MPI_SUM, impl_->sync_comm);
 }
 
@@ -257,6 +264,7 @@ std::unique_ptr<PendingCollective> MpiCommunicator::all_reduce_async(at::Tensor 
   if (!impl_->use_thread) {
     // Synchronous fallback: async_comm is still the one that carries these reductions, so the
     // order of collectives per communicator is the same as with the thread.
+    CollectiveScope scope("gradient all-reduce", impl_->async_comm);
     all_reduce_in_place(job->tensor, job->element, MPI_SUM, impl_->async_comm);
     job->complete(nullptr);
     return std::make_unique<MpiPending>(std::move(job));
@@ -274,6 +282,7 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   if (root < 0 || root >= impl_->size)
     throw Error(fmt::format("[comm] MpiCommunicator::broadcast: root {} outside 0..{}", root,
                             impl_->size - 1));
+  CollectiveScope scope("broadcast", impl_->sync_comm);
   char* data = static_cast<char*>(tensor.data_ptr());
   const int64_t count = tensor.numel();
   for (int64_t done = 0; done < count;) {
@@ -284,13 +293,19 @@ void MpiCommunicator::broadcast(at::Tensor& tensor, int root) {
   }
 }
 
-void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(impl_->sync_comm)); }
+void MpiCommunicator::barrier() {
+  CollectiveScope scope("barrier", impl_->sync_comm);
+  MPI_CHECK(MPI_Barrier(impl_->sync_comm));
+}
 
+// The scope is here rather than in mpi_all_reduce_scalar: core/base knows no watchdog.
 double MpiCommunicator::all_reduce_max(double value) {
+  CollectiveScope scope("host value all-reduce", impl_->sync_comm);
   return mpi_all_reduce_scalar(value, MPI_MAX, impl_->sync_comm);
 }
 
 double MpiCommunicator::all_reduce_sum(double value) {
+  CollectiveScope scope("host value all-reduce", impl_->sync_comm);
   return mpi_all_reduce_scalar(value, MPI_SUM, impl_->sync_comm);
 }
 

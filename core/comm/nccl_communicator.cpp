@@ -13,7 +13,8 @@
 // CUDA event or stream together with ncclCommGetAsyncError, and on an asynchronous error, or
 // when the optional timeout has passed, aborts the communicator (ncclCommAbort) and throws. The
 // error then reaches run_main, whose abort_job takes the whole job down: a dead or stuck peer
-// ends the job instead of hanging it.
+// ends the job instead of hanging it. Each poll loop is also a CollectiveScope, so the collective
+// watchdog names the stuck rank before that timeout (communicator_factory gives NCCL a later one).
 #include "core/comm/nccl_communicator.h"
 
 #ifdef DIFFUSION_WITH_NCCL
@@ -32,6 +33,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/collective_watchdog.h"
 
 namespace diffusion {
 namespace {
@@ -77,7 +79,7 @@ struct NcclCommunicator::Impl {
         // Our queued work first, then Finalize (flushes and reaches global quiescence without
         // blocking), then Destroy frees what is left locally. Without a timeout a dead peer
         // keeps this waiting; a job normally gets here after its failure aborted the comm.
-        if (stream != nullptr) wait_for("teardown", [&] { return cudaStreamQuery(stream); });
+        if (stream != nullptr) wait_for("teardown", "NCCL teardown", [&] { return cudaStreamQuery(stream); });
         settle("ncclCommFinalize", ncclCommFinalize(nccl));
         const ncclResult_t rc = ncclCommDestroy(nccl);
         nccl = nullptr;
@@ -145,6 +147,7 @@ struct NcclCommunicator::Impl {
   // way", and the next call may only come once the state has left it.
   void settle(const std::string& what, ncclResult_t rc) {
     if (rc == ncclInProgress) {
+      CollectiveScope scope("NCCL call", host_comm);
       const Clock::time_point start = Clock::now();
       for (;;) {
         require_alive(what.c_str());
@@ -159,9 +162,10 @@ struct NcclCommunicator::Impl {
   }
 
   // Polls `query` (cudaEventQuery or cudaStreamQuery) until the work is done, watching NCCL's
-  // asynchronous errors and the timeout.
+  // asynchronous errors and the timeout; `scope_name` is what the collective watchdog calls it.
   template <typename Query>
-  void wait_for(const std::string& what, Query&& query) {
+  void wait_for(const std::string& what, const char* scope_name, Query&& query) {
+    CollectiveScope scope(scope_name, host_comm);
     const Clock::time_point start = Clock::now();
     for (;;) {
       const cudaError_t rc = query();
@@ -242,7 +246,8 @@ struct NcclCommunicator::Impl {
     }
     void wait() override {
       if (finished_) return;
-      comm_->wait_for(what_, [&] { return cudaEventQuery(done_->get()); });
+      // The async all-reduces are GradBucketer's buckets (its only user).
+      comm_->wait_for(what_, "gradient all-reduce", [&] { return cudaEventQuery(done_->get()); });
       finished_ = true;
     }
 
@@ -265,6 +270,7 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, double timeout_s)
   MPI_CHECK(MPI_Comm_size(comm, &s.size));
   MPI_CHECK(MPI_Comm_dup(comm, &s.host_comm));
   MPI_CHECK(MPI_Comm_set_errhandler(s.host_comm, MPI_ERRORS_RETURN));
+  CollectiveScope scope("NCCL setup", s.host_comm);
 
   // Every rank checks its device first and all agree before any NCCL call: a rank that threw
   // alone would leave the others waiting for it inside the NCCL setup.
@@ -370,15 +376,18 @@ void NcclCommunicator::broadcast(at::Tensor& tensor, int root) {
 
 void NcclCommunicator::barrier() {
   impl_->require_alive("barrier");
-  impl_->wait_for("barrier", [&] { return cudaStreamQuery(impl_->stream); });
+  CollectiveScope scope("barrier", impl_->host_comm);
+  impl_->wait_for("barrier", "barrier", [&] { return cudaStreamQuery(impl_->stream); });
   MPI_CHECK(MPI_Barrier(impl_->host_comm));
 }
 
 double NcclCommunicator::all_reduce_max(double value) {
+  CollectiveScope scope("host value all-reduce", impl_->host_comm);
   return mpi_all_reduce_scalar(value, MPI_MAX, impl_->host_comm);
 }
 
 double NcclCommunicator::all_reduce_sum(double value) {
+  CollectiveScope scope("host value all-reduce", impl_->host_comm);
   return mpi_all_reduce_scalar(value, MPI_SUM, impl_->host_comm);
 }
 

@@ -31,6 +31,7 @@
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
 #include "core/comm/agreement.h"
+#include "core/comm/collective_watchdog.h"
 #include "core/io/checkpoint_shard.h"
 #include "core/io/manifest.h"
 
@@ -258,7 +259,10 @@ std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir,
   agree_or_throw(comm, error, what);
   // Every rank must cut the same byte stream, or the slices would not fit together.
   uint64_t totals[2] = {total, ~total};
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_UINT64_T, MPI_MAX, comm));
+  {
+    CollectiveScope scope("checkpoint size all-reduce", comm);
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, totals, 2, MPI_UINT64_T, MPI_MAX, comm));
+  }
   if (totals[0] != total || ~totals[1] != total)
     throw Error(
         fmt::format("[ckpt] {}: ranks disagree on the state size (this rank has {} bytes); "
@@ -284,7 +288,10 @@ std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir,
 
   // Phase 3: rank 0 collects the checksums and commits; the others wait for its verdict.
   std::vector<uint32_t> crcs(static_cast<size_t>(world));
-  MPI_CHECK(MPI_Gather(&crc, 1, MPI_UINT32_T, crcs.data(), 1, MPI_UINT32_T, 0, comm));
+  {
+    CollectiveScope scope("checkpoint CRC gather", comm);
+    MPI_CHECK(MPI_Gather(&crc, 1, MPI_UINT32_T, crcs.data(), 1, MPI_UINT32_T, 0, comm));
+  }
   error.clear();
   if (rank == 0) {
     error = capture_error([&] {
