@@ -86,7 +86,9 @@ PartitionName=debug Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP"
     spool="${dir}/spool-%n" logs="${dir}/slurmd-%n"
     mkdir -p "$dir"/spool-node{1,2} "$dir"/tmp-node{1,2}
     # The nodes share /tmp: the PMIx plugin's per-step folders (under TmpFS) must not clash.
+    # srun waits KillWait + 2 s for the steps of a node that is gone (30 s by default).
     node_lines="TmpFS=${dir}/tmp-%n
+KillWait=5
 ${node_lines}"
   fi
   cat >"$dir/slurm.conf" <<CONF

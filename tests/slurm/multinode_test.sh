@@ -201,38 +201,44 @@ for launcher in srun mpirun; do
 done
 
 # --- a stopped rank ------------------------------------------------------------------------
-# rank_pid NODE: a diffusion-train process on NODE and its rank ("PID RANK"), once one runs.
+TIMEOUT_ARGS=(--collective-timeout 5)
+"$BIN/diffusion-train" --help | grep -q -- "--collective-timeout" || TIMEOUT_ARGS=()
+# rank_pid NODE RUN: the pid and rank ("PID RANK") of a diffusion-train process on NODE that
+# trains into RUN.
 rank_pid() {
   local p
   for p in $(ip netns pids "$DIFFUSION_NODES_PREFIX-$1" 2>/dev/null); do
     [ "$(cat /proc/"$p"/comm 2>/dev/null)" = diffusion-train ] || continue
-    echo "$p $(tr '\0' '\n' </proc/"$p"/environ | sed -n 's/^\(SLURM_PROCID\|OMPI_COMM_WORLD_RANK\)=//p' | head -1)"
+    tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- "--out $2 " || continue
+    echo "$p $(tr '\0' '\n' <"/proc/$p/environ" | sed -n 's/^\(SLURM_PROCID\|OMPI_COMM_WORLD_RANK\)=//p' | head -1)"
     return 0
   done
   return 1
 }
-TIMEOUT_ARGS=()
-"$BIN/diffusion-train" --help | grep -q -- "--collective-timeout" && TIMEOUT_ARGS=(--collective-timeout 5)
+# seconds_of LOG PATTERN: the time of day (in seconds) of the first [slurm] line with PATTERN.
+seconds_of() { sed -n "s/^\[slurm\] \([0-9:]*\) .*$2.*/\1/p" "$1" | head -1 | awk -F: '{print $1 * 3600 + $2 * 60 + $3}'; }
 if ((${#TIMEOUT_ARGS[@]})); then
+  # One job per node whose rank gets stopped, side by side.
   for node in node2 node1; do
     start_job "stuck_$node" "${SBATCH[@]}" --no-requeue -o "stuck_$node.out" "$SRC/launch/slurm/train.sbatch" \
-      "${MODEL_ARGS[@]}" --steps 100000 --collective-timeout 3 --out "run_stuck_$node"
+      "${MODEL_ARGS[@]}" --steps 100000 "${TIMEOUT_ARGS[@]}" --out "run_stuck_$node"
   done
   declare -A stopped_at stopped_rank
   for node in node2 node1; do
     wait_for "stuck_$node.out" "step 20/" || continue
-    read -r pid rank < <(rank_pid "$node")
-    kill -STOP "$pid" && stopped_at[$node]=$(date +%s) && stopped_rank[$node]=$rank
+    read -r pid rank < <(rank_pid "$node" "run_stuck_$node")
+    [ -n "${pid:-}" ] && kill -STOP "$pid" && stopped_at[$node]=$(date -u +%s) && stopped_rank[$node]=$rank
   done
   for node in node2 node1; do
     wait_job "stuck_$node"
     rc=$?
-    took=$(( $(date +%s) - ${stopped_at[$node]:-0} ))
+    # From the SIGSTOP to the launcher's exit (the batch script logs the time).
+    took=$(( $(seconds_of "stuck_$node.out" "launcher exited") - ${stopped_at[$node]:-0} % 86400 ))
     rank=${stopped_rank[$node]:-none}
     msg=$(grep -m1 "collective timeout" "stuck_$node.out")
-    if [ "$rc" -ne 0 ] && [ -n "${stopped_at[$node]:-}" ] && ((took <= 30)) &&
-       grep -q "rank $rank ($node)" <<<"$msg" && grep -q "'" <<<"$msg"; then
-      pass "rank $rank on $node stopped (SIGSTOP): the job ended in $took s: $msg"
+    if [ "$rc" -ne 0 ] && [ -n "${stopped_at[$node]:-}" ] && ((took >= 0 && took <= 30)) &&
+       grep -q "rank $rank ($node) did not answer" <<<"$msg" && grep -q "waiting in the same collective" <<<"$msg"; then
+      pass "rank $rank on $node stopped (SIGSTOP): the job ended $took s later: $msg"
     else
       fail "stopped rank on $node (rc $rc, rank $rank, $took s): '$msg'"; show_log "stuck_$node.out"
     fi
