@@ -199,6 +199,9 @@ with h5py.File(probe_file) as f:
 # float (fractional on the Karras grid), rounded half-to-even here as our sampler rounds them;
 # `fractional` instead interpolates the network linearly between the neighbouring timesteps
 # (a network that takes fractional t), which shows the rounding difference.
+# The Karras rows differ most (~4e-5): diffusers' float32 alphas_cumprod gives sigma_min = sigma(0)
+# through 1 - alpha_bar_0 ~ 1e-4, which loses ~12 bits in float32, and every Karras sigma depends
+# on sigma_min; on our float64 alphas_cumprod they agree within TOL_DDIM (checked).
 TOL_FAST = 1e-4
 SEED = 5  # our --seed: the keyed noise of the SDE sampler
 
@@ -237,11 +240,14 @@ def keyed_noise(draws):
     return torch.from_numpy(h5py.File(path)["keyed"]["noise"][:])  # [draws, B, 4]
 
 
-def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fractional=False, diffusers_init=False):
+def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fractional=False, diffusers_init=False,
+                  same_table=False):
     cls = EulerDiscreteScheduler if kind == "euler" else HeunDiscreteScheduler
     s = cls(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
             prediction_type=PREDICTION[prediction], timestep_spacing=spacing, steps_offset=0,
             use_karras_sigmas=karras)
+    if same_table:
+        s.alphas_cumprod = ab_ours
     s.set_timesteps(steps)
     scale = s.init_noise_sigma if diffusers_init else (s.sigmas[0] ** 2 + 1) ** 0.5
     x = torch.from_numpy(lat_vec) * scale
@@ -252,11 +258,14 @@ def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fraction
     return x
 
 
-def peer_dpm(algorithm, steps, spacing, karras=False, prediction="eps", our_timesteps=None, noise=None):
+def peer_dpm(algorithm, steps, spacing, karras=False, prediction="eps", our_timesteps=None, noise=None,
+             same_table=False):
     s = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                                     prediction_type=PREDICTION[prediction], timestep_spacing=spacing,
                                     steps_offset=0, algorithm_type=algorithm, solver_order=2,
                                     use_karras_sigmas=karras)
+    if same_table:
+        s.alphas_cumprod = ab_ours  # float64: its sigma table (and the Karras grid) from our alphas_cumprod
     if our_timesteps is not None:
         s.set_timesteps(timesteps=our_timesteps)
     else:
@@ -307,6 +316,13 @@ for tag, sampler, steps, spacing, karras, pred in fast_cases:
         if karras:
             diff = (x_ours - peer_discrete(sampler, steps, peer_spacing, karras, pred, fractional=True)).abs().max().item()
             print(f"     (the same with the network at diffusers' fractional timesteps, interpolated: {diff:.3g})")
+            check(f"{name} vs {sampler.capitalize()}DiscreteScheduler on our alphas_cumprod",
+                  (x_ours - peer_discrete(sampler, steps, peer_spacing, karras, pred, same_table=True)).abs().max().item(),
+                  TOL_DDIM)
+            check(f"{name} vs {sampler.capitalize()}DiscreteScheduler, karras with leading spacing (its sigma range "
+                  "from the spaced timesteps: differs on purpose)",
+                  (x_ours - peer_discrete(sampler, steps, "leading", karras, pred)).abs().max().item(),
+                  10 * TOL_FAST, expect_equal=False)
         if spacing == "trailing":
             # For trailing/linspace diffusers starts from sigma_max z, not sqrt(sigma_max^2+1) z (the
             # marginal of x_T); at sigma_max ~ 157 that is 2e-5 relative, inside the tolerance.
@@ -330,6 +346,10 @@ for tag, sampler, steps, spacing, karras, pred in fast_cases:
                       f"{', use_karras_sigmas, ' + peer_spacing if karras else ''})",
                       (x_ours - peer_dpm(algorithm, steps, peer_spacing, karras, pred, None, z)).abs().max().item(),
                       TOL_FAST)
+            if karras:
+                check(f"{name} vs DPMSolverMultistepScheduler({algorithm}, use_karras_sigmas) on our alphas_cumprod",
+                      (x_ours - peer_dpm(algorithm, steps, "trailing", karras, pred, None, z, True)).abs().max().item(),
+                      TOL_DDIM)
 
 # Churn: diffusers' EulerDiscreteScheduler(s_churn) evaluates the network at sigma before adding
 # the churn noise; we follow EDM Algorithm 2 and evaluate at sigma_hat (docs/sampling.md). Only
