@@ -206,27 +206,35 @@ TOL_FAST = 1e-4
 SEED = 5  # our --seed: the keyed noise of the SDE sampler
 
 
-def fast_ours(tag, sampler, steps, spacing=None, karras=False, prediction="eps", extra=()):
+def fast_ours(tag, sampler, steps, spacing=None, karras=False, prediction="eps", extra=(), image=False, clip=False):
     out = f"{WORK}/fast_{tag}"
-    cmd = [f"{BIN}/diffusion-sample", "--torchscript", f"{WORK}/mlp.pt", "--sample-shape", "4",
-           "--latents", f"{WORK}/lat_vec.h5", "--sampler", sampler, "--steps", str(steps),
-           "--prediction", prediction, "--clip-x0", "false", "--seed", str(SEED),
+    model = ["--torchscript", f"{WORK}/conv.pt", "--sample-shape", "1,8,8", "--num-classes", "3", "--save-float",
+             "true", "--latents", f"{WORK}/lat_img.h5"] if image else [
+             "--torchscript", f"{WORK}/mlp.pt", "--sample-shape", "4", "--latents", f"{WORK}/lat_vec.h5"]
+    cmd = [f"{BIN}/diffusion-sample", *model, "--sampler", sampler, "--steps", str(steps),
+           "--prediction", prediction, "--clip-x0", str(clip).lower(), "--seed", str(SEED),
            "--batch-size", str(B), "--threads", "1", "--out", out, *extra]
     if spacing:
         cmd += ["--timestep-spacing", spacing]
     if karras:
         cmd += ["--karras", "true"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return torch.from_numpy(h5py.File(f"{out}/samples.h5")["x"][:])
+    x = torch.from_numpy(h5py.File(f"{out}/samples.h5")["x"][:])
+    return x.permute(0, 3, 1, 2) if image else x  # NHWC -> NCHW
+
+
+def net(x, t):
+    # The vector MLP, or the class-conditional conv net (labels i mod 3, as our --class spread).
+    return conv(x, t, labels) if x.dim() == 4 else mlp(x, t)
 
 
 def call_net(x, t, fractional=False):
     t = torch.as_tensor(t, dtype=torch.float64)
     if not fractional or float(t) == round(float(t)):
-        return mlp(x, torch.full((B,), int(torch.round(t)), dtype=torch.long))
+        return net(x, torch.full((B,), int(torch.round(t)), dtype=torch.long))
     lo = int(torch.floor(t))
     w = float(t) - lo
-    return (1 - w) * mlp(x, torch.full((B,), lo, dtype=torch.long)) + w * mlp(x, torch.full((B,), lo + 1, dtype=torch.long))
+    return (1 - w) * net(x, torch.full((B,), lo, dtype=torch.long)) + w * net(x, torch.full((B,), lo + 1, dtype=torch.long))
 
 
 def keyed_noise(draws):
@@ -241,16 +249,16 @@ def keyed_noise(draws):
 
 
 def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fractional=False, diffusers_init=False,
-                  same_table=False):
+                  same_table=False, lat=lat_vec, clip=False):
     cls = EulerDiscreteScheduler if kind == "euler" else HeunDiscreteScheduler
     s = cls(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
             prediction_type=PREDICTION[prediction], timestep_spacing=spacing, steps_offset=0,
-            use_karras_sigmas=karras)
+            use_karras_sigmas=karras, **({"clip_sample": True} if clip else {}))
     if same_table:
         s.alphas_cumprod = ab_ours
     s.set_timesteps(steps)
     scale = s.init_noise_sigma if diffusers_init else (s.sigmas[0] ** 2 + 1) ** 0.5
-    x = torch.from_numpy(lat_vec) * scale
+    x = torch.from_numpy(lat) * scale
     with torch.no_grad():
         for t in s.timesteps:
             out = call_net(s.scale_model_input(x, t), t, fractional)
@@ -259,7 +267,7 @@ def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fraction
 
 
 def peer_dpm(algorithm, steps, spacing, karras=False, prediction="eps", our_timesteps=None, noise=None,
-             same_table=False):
+             same_table=False, lat=lat_vec):
     s = DPMSolverMultistepScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                                     prediction_type=PREDICTION[prediction], timestep_spacing=spacing,
                                     steps_offset=0, algorithm_type=algorithm, solver_order=2,
@@ -270,10 +278,10 @@ def peer_dpm(algorithm, steps, spacing, karras=False, prediction="eps", our_time
         s.set_timesteps(timesteps=our_timesteps)
     else:
         s.set_timesteps(steps)
-    x = torch.from_numpy(lat_vec)
+    x = torch.from_numpy(lat)
     with torch.no_grad():
         for k, t in enumerate(s.timesteps):
-            out = mlp(x, torch.full((B,), int(t), dtype=torch.long))
+            out = net(x, torch.full((B,), int(t), dtype=torch.long))
             # Our step k's noise is draw k + 1 (draw 0 is x_T); the last step adds none.
             z = noise[k + 1] if noise is not None and k + 1 < len(noise) else torch.zeros_like(x)
             x = s.step(out, t, x, variance_noise=z if algorithm.startswith("sde") else None).prev_sample
@@ -350,6 +358,18 @@ for tag, sampler, steps, spacing, karras, pred in fast_cases:
                 check(f"{name} vs DPMSolverMultistepScheduler({algorithm}, use_karras_sigmas) on our alphas_cumprod",
                       (x_ours - peer_dpm(algorithm, steps, "trailing", karras, pred, None, z, True)).abs().max().item(),
                       TOL_DDIM)
+
+# A class-conditional image model (the conv net, labels i mod 3). Heun with x0 clipped on both
+# sides (its clip_sample is our --clip-x0); DPM-Solver++ has no clip (only dynamic thresholding),
+# so unclipped: this random net's samples then reach ~6e2, and the bound is relative to max |x|.
+x_ours = fast_ours("img_heun_trail", "heun", 10, "trailing", image=True, clip=True)
+check("heun conv (3 classes) eps trailing S=10, x0 clipped, vs HeunDiscreteScheduler(clip_sample=True)",
+      (x_ours - peer_discrete("heun", 10, "trailing", lat=lat_img, clip=True)).abs().max().item(), TOL_FAST)
+x_ours = fast_ours("img_dpm_karras", "dpmpp-2m", 15, karras=True, image=True)
+check("dpmpp-2m conv (3 classes) eps karras S=15 vs DPMSolverMultistepScheduler(dpmsolver++, use_karras_sigmas), "
+      "relative to max |x|",
+      (x_ours - peer_dpm("dpmsolver++", 15, "trailing", True, lat=lat_img)).abs().max().item()
+      / x_ours.abs().max().item(), TOL_FAST / 100)
 
 # Churn: diffusers' EulerDiscreteScheduler(s_churn) evaluates the network at sigma before adding
 # the churn noise; we follow EDM Algorithm 2 and evaluate at sigma_hat (docs/sampling.md). Only

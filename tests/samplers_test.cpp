@@ -119,21 +119,26 @@ TEST_F(SamplersTest, GuidanceScaleZeroIsUnconditionalAndOneIsConditional) {
     }
     return out;
   };
-  SamplerConfig config;
-  config.steps = 20;
-  config.num_classes = 2;
-  config.seed = 5;
-  const auto labels = torch::tensor({0, 1, 0, 1}, torch::kLong);
-  const auto indices = range(0, 4);
-  auto plain = config;
-  const auto cond = Sampler(schedule, plain).sample(conditional, indices, {2}, labels);
-  const auto uncond = Sampler(schedule, plain).sample(conditional, indices, {2}, torch::full({4}, 2, torch::kLong));
-  config.guidance_scale = 0.0;
-  EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), uncond, 0, 0));
-  config.guidance_scale = 1.0 + 1e-12;  // takes the two-half path, numerically s = 1
-  EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-5, 1e-6));
-  config.guidance_scale = 3.0;  // and a real scale moves the samples
-  EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-3, 1e-3));
+  for (auto kind : {SamplerKind::kDdim, SamplerKind::kHeun, SamplerKind::kDpmpp2mSde}) {
+    SCOPED_TRACE(to_string(kind));
+    SamplerConfig config;
+    config.kind = kind;
+    config.steps = 20;
+    config.karras = kind == SamplerKind::kDpmpp2mSde;
+    config.num_classes = 2;
+    config.seed = 5;
+    const auto labels = torch::tensor({0, 1, 0, 1}, torch::kLong);
+    const auto indices = range(0, 4);
+    auto plain = config;
+    const auto cond = Sampler(schedule, plain).sample(conditional, indices, {2}, labels);
+    const auto uncond = Sampler(schedule, plain).sample(conditional, indices, {2}, torch::full({4}, 2, torch::kLong));
+    config.guidance_scale = 0.0;
+    EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), uncond, 0, 0));
+    config.guidance_scale = 1.0 + 1e-12;  // takes the two-half path, numerically s = 1
+    EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-5, 1e-6));
+    config.guidance_scale = 3.0;  // and a real scale moves the samples
+    EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-3, 1e-3));
+  }
 }
 
 TEST_F(SamplersTest, EachSampleIsAPureFunctionOfSeedAndIndex) {
