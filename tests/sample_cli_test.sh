@@ -3,7 +3,7 @@
 # W = 3 (batch 7) give bit-identical samples; DDPM, DDIM and DPM-Solver++(2M) on the Karras grid
 # (and its SDE variant) run; samples land near the
 # ring; guidance with --class gives that class; samples.h5 (a virtual dataset) still reads
-# after the folder is moved; a run killed with -9 resumes to the clean run's output; another
+# after the folder is moved; a run killed with -9 (DDPM, dpmpp-2m-sde) resumes to the clean run's output; another
 # command on the same folder is refused; bad input fails with a message and writes nothing.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
@@ -92,13 +92,15 @@ if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --out 
   pass "classes spread evenly without --class"
 else fail "spread labels"; cat spread.log; fi
 
-# --- kill -9 mid-way, then the same command finishes the run ---------------------------------
-BIG=("${MPIRUN[@]}" -np 2 "${SAMPLE[@]}" --sampler ddpm --num-samples 3000 --batch-size 20)
-"${BIG[@]}" --out clean >clean.log 2>&1 || { fail "clean big run"; cat clean.log; }
-"${BIG[@]}" --out killed >killed.log 2>&1 &
+# --- kill -9 mid-way, then the same command finishes the run (DDPM, and the SDE sampler whose
+# per-step noise must continue from the keyed draws) ------------------------------------------
+for s in ddpm dpmpp-2m-sde; do
+BIG=("${MPIRUN[@]}" -np 2 "${SAMPLE[@]}" --sampler "$s" --steps 1000 --num-samples 3000 --batch-size 20)
+"${BIG[@]}" --out "clean_$s" >"clean_$s.log" 2>&1 || { fail "clean big run ($s)"; cat "clean_$s.log"; }
+"${BIG[@]}" --out "killed_$s" >"killed_$s.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
-  n=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  n=$(cat "killed_$s"/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
   [ "$n" -ge 600 ] && break
   sleep 0.05
 done
@@ -106,18 +108,20 @@ kill -9 "$pid" 2>/dev/null
 # mpirun's ranks die with it (orted notices); make sure none is left writing.
 wait "$pid" 2>/dev/null
 sleep 1
-done_before=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
-if [ "$done_before" -gt 0 ] && [ "$done_before" -lt 3000 ] && [ ! -f killed/samples.h5 ]; then
-  pass "kill -9 left a partial run ($done_before of 3000 samples)"
+done_before=$(cat "killed_$s"/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+if [ "$done_before" -gt 0 ] && [ "$done_before" -lt 3000 ] && [ ! -f "killed_$s/samples.h5" ]; then
+  pass "$s: kill -9 left a partial run ($done_before of 3000 samples)"
 else
-  fail "partial run (progress $done_before)"
+  fail "$s: partial run (progress $done_before)"
 fi
-if "${BIG[@]}" --out killed >resume.log 2>&1 && grep -q "resuming after" resume.log && same_x clean/samples.h5 killed/samples.h5; then
-  pass "re-running the same command resumes and equals a clean run"
-else fail "resume after kill -9"; tail -5 resume.log; fi
-if "${BIG[@]}" --out killed >again.log 2>&1 && grep -q "already complete" again.log; then
-  pass "a complete folder is left alone"
-else fail "re-run of a complete folder"; cat again.log; fi
+if "${BIG[@]}" --out "killed_$s" >"resume_$s.log" 2>&1 && grep -q "resuming after" "resume_$s.log" &&
+   same_x "clean_$s/samples.h5" "killed_$s/samples.h5"; then
+  pass "$s: re-running the same command resumes and equals a clean run"
+else fail "$s: resume after kill -9"; tail -5 "resume_$s.log"; fi
+if "${BIG[@]}" --out "killed_$s" >"again_$s.log" 2>&1 && grep -q "already complete" "again_$s.log"; then
+  pass "$s: a complete folder is left alone"
+else fail "$s: re-run of a complete folder"; cat "again_$s.log"; fi
+done
 
 # --- an image model: tiny UNet, uint8 NHWC samples, grid.png, same bytes at W = 1 and 2 -------
 "$PY" - imgs.h5 <<'PYEOF'
