@@ -165,7 +165,7 @@ at::Tensor Sampler::sample_fast(const DenoiseFn& model, at::Tensor x, const at::
                                 const std::function<at::Tensor()>& draw) const {
   torch::NoGradGuard no_grad;
   const auto S = static_cast<int64_t>(timesteps_.size());
-  const int64_t C = x.size(1);
+  const int64_t C = x.size(1);      // x: [B, C, H, W] or [B, D]
   const auto& sig = grid_.sigmas;  // [S + 1], sig[S] = 0
   // x̂_0 at noise level σ from the VP-scale input the network sees, called at timestep τ
   // (guided; a learned variance is ignored).
