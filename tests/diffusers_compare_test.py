@@ -20,7 +20,8 @@ HeunDiscreteScheduler and DPMSolverMultistepScheduler(dpmsolver++ / sde-dpmsolve
 order 2), final samples within TOL_FAST = 1e-4; the SDE is fed our keyed noise (exported by
 ddpm_step_probe). Deliberate differences (docs/sampling.md, "Fast samplers"): DPM-Solver++'s
 leading grid (checked: differs; given our timesteps: matches), Euler/Heun's fractional Karras
-timesteps (we round; printed: the network interpolated at them instead), the Karras range of
+timesteps and their unrounded linspace grid (we round; checked: the network interpolated at
+their fractional timesteps differs, given our rounded timesteps they match), the Karras range of
 Euler/Heun (compared with their linspace spacing, which spans the schedule as ours does), and
 Euler's churn (only churn 0 is compared).
 
@@ -249,14 +250,17 @@ def keyed_noise(draws):
 
 
 def peer_discrete(kind, steps, spacing, karras=False, prediction="eps", fractional=False, diffusers_init=False,
-                  same_table=False, lat=lat_vec, clip=False):
+                  same_table=False, lat=lat_vec, clip=False, our_timesteps=None):
     cls = EulerDiscreteScheduler if kind == "euler" else HeunDiscreteScheduler
     s = cls(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
             prediction_type=PREDICTION[prediction], timestep_spacing=spacing, steps_offset=0,
             use_karras_sigmas=karras, **({"clip_sample": True} if clip else {}))
     if same_table:
         s.alphas_cumprod = ab_ours
-    s.set_timesteps(steps)
+    if our_timesteps is not None:
+        s.set_timesteps(timesteps=our_timesteps)
+    else:
+        s.set_timesteps(steps)
     scale = s.init_noise_sigma if diffusers_init else (s.sigmas[0] ** 2 + 1) ** 0.5
     x = torch.from_numpy(lat) * scale
     with torch.no_grad():
@@ -322,8 +326,10 @@ for tag, sampler, steps, spacing, karras, pred in fast_cases:
         check(f"{name} vs {sampler.capitalize()}DiscreteScheduler", (x_ours - peer_discrete(
             sampler, steps, peer_spacing, karras, pred)).abs().max().item(), TOL_FAST)
         if karras:
-            diff = (x_ours - peer_discrete(sampler, steps, peer_spacing, karras, pred, fractional=True)).abs().max().item()
-            print(f"     (the same with the network at diffusers' fractional timesteps, interpolated: {diff:.3g})")
+            check(f"{name} vs {sampler.capitalize()}DiscreteScheduler, the network interpolated at its fractional "
+                  "timesteps (differs on purpose)",
+                  (x_ours - peer_discrete(sampler, steps, peer_spacing, karras, pred, fractional=True)).abs().max().item(),
+                  10 * TOL_FAST, expect_equal=False)
             check(f"{name} vs {sampler.capitalize()}DiscreteScheduler on our alphas_cumprod",
                   (x_ours - peer_discrete(sampler, steps, peer_spacing, karras, pred, same_table=True)).abs().max().item(),
                   TOL_DDIM)
@@ -358,6 +364,19 @@ for tag, sampler, steps, spacing, karras, pred in fast_cases:
                 check(f"{name} vs DPMSolverMultistepScheduler({algorithm}, use_karras_sigmas) on our alphas_cumprod",
                       (x_ours - peer_dpm(algorithm, steps, "trailing", karras, pred, None, z, True)).abs().max().item(),
                       TOL_DDIM)
+
+# Linspace: diffusers' Euler/Heun keep linspace(0, T-1, S) unrounded (fractional timesteps, sigma
+# interpolated there); ours rounds the timesteps half-to-even, as for DDIM. Given our timesteps
+# they match.
+for sampler, steps in (("euler", 30), ("heun", 20)):
+    x_ours = fast_ours(f"{sampler}_lin", sampler, steps, "linspace")
+    ts = [int(round(t)) for t in np.round(np.linspace(0, T - 1, steps))[::-1]]
+    check(f"{sampler} eps linspace S={steps} vs {sampler.capitalize()}DiscreteScheduler given our (rounded) timesteps",
+          (x_ours - peer_discrete(sampler, steps, "linspace", our_timesteps=ts)).abs().max().item(), TOL_FAST)
+    check(f"{sampler} eps linspace S={steps} vs plain {sampler.capitalize()}DiscreteScheduler, the network "
+          "interpolated at its fractional timesteps (differs on purpose)",
+          (x_ours - peer_discrete(sampler, steps, "linspace", fractional=True)).abs().max().item(), 10 * TOL_FAST,
+          expect_equal=False)
 
 # A class-conditional image model (the conv net, labels i mod 3). Heun with x0 clipped on both
 # sides (its clip_sample is our --clip-x0); DPM-Solver++ has no clip (only dynamic thresholding),
