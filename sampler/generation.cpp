@@ -127,6 +127,14 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
            student.sampling_steps);
   }
   s.eta = c.eta;
+  s.karras = c.karras;
+  s.churn = c.churn;
+  s.s_tmin = c.s_tmin;
+  s.s_tmax = c.s_tmax;
+  s.s_noise = c.s_noise;
+  if (s.karras && s.steps < 2)
+    throw Error(fmt::format("option --karras: needs --steps >= 2 (the grid spans sigma(T-1) to sigma(0)), got {}",
+                            s.steps));
   s.variance = c.variance.value_or(m.learned_variance ? VarianceKind::kLearnedRange : VarianceKind::kFixedLarge);
   if (s.variance == VarianceKind::kLearnedRange && !m.learned_variance)
     throw Error("option --variance learned: this model did not learn its variance (use fixed-large or fixed-small)");
@@ -161,6 +169,19 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
                 {"class", c.class_label ? json(*c.class_label) : json(C > 0 ? "spread" : "none")},
                 {"save_float", c.save_float},
                 {"array_tasks", c.array_tasks}};
+  // The fast samplers' settings are recorded only for them, so folders written before they
+  // existed (ddpm, ddim) still resume.
+  if (is_fast_sampler(s.kind)) {
+    r.settings["karras"] = s.karras;
+    if (s.kind == SamplerKind::kEuler || s.kind == SamplerKind::kHeun)
+      r.settings["churn"] = {{"s_churn", s.churn},
+                             {"s_tmin", s.s_tmin},
+                             {"s_tmax", std::isinf(s.s_tmax) ? json("inf") : json(s.s_tmax)},
+                             {"s_noise", s.s_noise}};
+    if (s.karras) r.settings.erase("timestep_spacing");  // the Karras grid replaces it
+  }
+  // Every setting of the sampler checked now (its grid included), before anything is written.
+  (void)Sampler(NoiseSchedule::from_config(m.schedule), s);
   // Input files by path and content (CRC32, rank 0 only: only its copy is compared).
   const auto file_id = [&](const std::string& path) {
     json id = {{"path", fs::absolute(path).lexically_normal().string()}};
@@ -514,8 +535,12 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
   if (static_cast<Start>(state) == Start::kTaskComplete) {
     log0("[sample] task {} of {} is already complete", c.array_task, c.array_tasks);
   } else {
-    log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps, seed {}, {} on {}", m.description, N, world,
-         task_text, c.sampler, r.sampler.steps, c.seed, to_string(precision), device.str());
+    const bool guided_batches = num_classes > 0 && r.sampler.guidance_scale != 1.0;
+    log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps{} ({} network evaluations per sample{}), "
+         "seed {}, {} on {}",
+         m.description, N, world, task_text, c.sampler, r.sampler.steps, r.sampler.karras ? " on the Karras grid" : "",
+         evaluations_per_sample(r.sampler.kind, r.sampler.steps), guided_batches ? ", each on a doubled batch" : "",
+         c.seed, to_string(precision), device.str());
 
     // --- 3. this rank's block, continued from its shard's record -------------------------------
     const auto mine_range = rank_sample_range(task_range.end - task_range.begin, world, rank);

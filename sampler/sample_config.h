@@ -3,6 +3,7 @@
 // EMA rate) stay unset here and are resolved by generation.cpp once the checkpoint is read.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -37,9 +38,12 @@ struct SampleConfig {
   std::string out;          // --out DIR
   int64_t batch_size = 0;   // per rank; does not change the samples; 0 = auto (choose_batch_size)
   uint64_t seed = 0;
-  std::string sampler = "ddim";           // ddpm | ddim
+  std::string sampler = "ddim";           // ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde
   std::optional<int64_t> steps;           // unset: T for ddpm, min(50, T) for ddim
   double eta = 0.0;                       // DDIM only
+  bool karras = false;                    // fast samplers: Karras σ grid instead of the spacing
+  double churn = 0.0;                     // euler | heun: EDM's S_churn, S_tmin, S_tmax, S_noise
+  double s_tmin = 0.0, s_tmax = INFINITY, s_noise = 1.0;
   std::optional<VarianceKind> variance;   // DDPM only; unset: learned if the model learned it
   std::optional<TimestepSpacing> spacing;  // unset: leading, or a distilled student's own grid
   std::optional<bool> clip_x0;            // unset: true for image models, false for vectors

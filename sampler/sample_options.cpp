@@ -5,12 +5,15 @@
 
 #include <fmt/format.h>
 
-#include <iterator>
 #include <algorithm>
+#include <cmath>
+#include <iterator>
+#include <utility>
 
 #include "core/base/error.h"
 #include "core/comm/collective_watchdog.h"
 #include "core/comm/device.h"
+#include "core/diffusion/samplers.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
 
@@ -38,11 +41,17 @@ const OptionSpec kOptions[] = {
     {"output", "num-samples", "0", "N, samples to generate over all ranks (0: as many as --latents/--invert hold)"},
     {"output", "out", "", "output folder (samples.h5, shards/, manifest.json, grid.png)"},
     {"output", "save-float", "false", "images: write float32 `x` [N,H,W,C] in [-1,1] instead of uint8"},
-    {"sampler", "sampler", "ddim", "ddpm | ddim"},
-    {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 50 for ddim"},
+    {"sampler", "sampler", "ddim", "ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde (docs/sampling.md, \"Fast samplers\")"},
+    {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 50 for the others"},
     {"sampler", "eta", "0", "DDIM noise scale (0 = deterministic)"},
     {"sampler", "variance", "auto", "DDPM: fixed-large | fixed-small | learned; auto = learned if the model learned it"},
     {"sampler", "timestep-spacing", "auto", "leading | trailing | linspace; auto = leading, or a distilled student's own grid"},
+    {"sampler", "karras", "false", "euler | heun | dpmpp-2m(-sde): Karras sigma grid (rho = 7) between the schedule's sigma(0) and "
+     "sigma(T-1), instead of --timestep-spacing"},
+    {"sampler", "churn", "0", "euler | heun: stochastic churn S_churn (EDM Algorithm 2); 0 = the deterministic ODE"},
+    {"sampler", "s-tmin", "0", "euler | heun with --churn: churn only where sigma >= s-tmin"},
+    {"sampler", "s-tmax", "inf", "euler | heun with --churn: churn only where sigma <= s-tmax"},
+    {"sampler", "s-noise", "1", "euler | heun with --churn: scale of the churn noise S_noise"},
     {"sampler", "clip-x0", "auto", "clip predicted x0 to [-1,1]; auto = true for images"},
     {"sampler", "guidance-scale", "1", "classifier-free guidance scale s (1 = plain conditional)"},
     {"sampler", "class", "spread", "class of every sample; spread = sample i gets class i mod C"},
@@ -120,7 +129,7 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
     throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
   c.save_float = option_bool("save-float", s("save-float"));
   c.sampler = s("sampler");
-  if (c.sampler != "ddpm" && c.sampler != "ddim") bad_option_value("sampler", c.sampler, "ddpm or ddim");
+  const SamplerKind kind = to_enum("sampler", c.sampler, parse_sampler_kind);
   if (s("steps") != "auto") {
     c.steps = option_int("steps", s("steps"));
     if (*c.steps < 1) throw Error(fmt::format("option --steps: {} must be at least 1", *c.steps));
@@ -130,6 +139,28 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (s("variance") != "auto") c.variance = to_enum("variance", s("variance"), parse_variance_kind);
   if (s("timestep-spacing") != "auto")
     c.spacing = to_enum("timestep-spacing", s("timestep-spacing"), parse_timestep_spacing);
+  c.karras = option_bool("karras", s("karras"));
+  if (c.karras && !is_fast_sampler(kind))
+    throw Error(fmt::format("option --karras: needs --sampler euler, heun, dpmpp-2m or dpmpp-2m-sde, not {}",
+                            c.sampler));
+  if (c.karras && c.spacing)
+    throw Error(fmt::format("option --karras: places its own sigma grid, so it cannot be combined with "
+                            "--timestep-spacing {} (leave that option out)",
+                            s("timestep-spacing")));
+  c.churn = option_double("churn", s("churn"));
+  c.s_tmin = option_double("s-tmin", s("s-tmin"));
+  c.s_tmax = option_double("s-tmax", s("s-tmax"));
+  c.s_noise = option_double("s-noise", s("s-noise"));
+  if (c.churn < 0) throw Error(fmt::format("option --churn: {} must be >= 0", c.churn));
+  if (c.s_tmin < 0 || c.s_tmax < c.s_tmin)
+    throw Error(fmt::format("option --s-tmin/--s-tmax: need 0 <= s-tmin ({}) <= s-tmax ({})", c.s_tmin, c.s_tmax));
+  if (c.s_noise < 0) throw Error(fmt::format("option --s-noise: {} must be >= 0", c.s_noise));
+  const bool churning = kind == SamplerKind::kEuler || kind == SamplerKind::kHeun;
+  const std::pair<const char*, bool> churn_set[] = {
+      {"churn", c.churn != 0}, {"s-tmin", c.s_tmin != 0}, {"s-tmax", !std::isinf(c.s_tmax)}, {"s-noise", c.s_noise != 1}};
+  for (const auto& [key, set] : churn_set)
+    if (set && !churning)
+      throw Error(fmt::format("option --{}: only euler and heun churn, not --sampler {}", key, c.sampler));
   if (s("clip-x0") != "auto") c.clip_x0 = option_bool("clip-x0", s("clip-x0"));
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
   if (s("class") != "spread") {

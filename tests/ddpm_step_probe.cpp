@@ -5,6 +5,10 @@
 // schedule), steps (leading spacing, S = T for the plain chain), timestep (an original
 // timestep among the visited ones), prediction (0 eps, 1 x0, 2 v), variance (0 fixed-large,
 // 1 fixed-small) and clip (0/1). Writes our x_{t-1} as dataset `ours` into each group.
+// A group with int64 attributes seed, count, draws and dim instead is a request for the
+// sampler's keyed noise: it gets `noise` float32 [draws, count, dim], row [k][i] being draw k
+// of sample i (what the sampler adds at its noisy steps), so that diffusers' stochastic
+// schedulers can be fed the same noise.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -15,6 +19,8 @@
 
 #include "core/base/error.h"
 #include "core/base/h5.h"
+#include "core/base/rng.h"
+#include "core/diffusion/keyed_noise.h"
 #include "core/diffusion/samplers.h"
 #include "core/diffusion/schedule.h"
 #include "core/diffusion/spacing.h"
@@ -59,6 +65,19 @@ void run(const std::string& path) {
     char name[256];
     H5Gget_objname_by_idx(file.get(), k, name, sizeof(name));
     H5Group g(H5_CHECK(H5Gopen2(file.get(), name, H5P_DEFAULT)));
+    if (H5_CHECK(H5Aexists(g.get(), "draws")) > 0) {
+      const auto seed = static_cast<uint64_t>(int_attribute(g.get(), "seed"));
+      const int64_t n = int_attribute(g.get(), "count"), draws = int_attribute(g.get(), "draws");
+      std::vector<at::Tensor> rows;  // [count, dim] each
+      for (int64_t k = 0; k < draws; ++k) {
+        std::vector<uint64_t> keys;
+        for (int64_t i = 0; i < n; ++i)
+          keys.push_back(stream_key(seed, RngPurpose::kSampleNoise, {static_cast<uint64_t>(i), static_cast<uint64_t>(k)}));
+        rows.push_back(keyed_normal(keys, {int_attribute(g.get(), "dim")}, at::kCPU));
+      }
+      write_tensor(g.get(), "noise", torch::stack(rows));
+      continue;
+    }
     const int64_t T = int_attribute(g.get(), "T"), S = int_attribute(g.get(), "steps");
     const int64_t timestep = int_attribute(g.get(), "timestep");
     const auto prediction = static_cast<Prediction>(int_attribute(g.get(), "prediction"));

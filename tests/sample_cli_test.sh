@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end test of build/bin/diffusion-sample on a tiny toy_2d MLP: W = 1 (batch 16) and
-# W = 3 (batch 7) give bit-identical samples; DDPM and DDIM both run; samples land near the
+# W = 3 (batch 7) give bit-identical samples; DDPM, DDIM and DPM-Solver++(2M) on the Karras grid
+# (and its SDE variant) run; samples land near the
 # ring; guidance with --class gives that class; samples.h5 (a virtual dataset) still reads
-# after the folder is moved; a run killed with -9 resumes to the clean run's output; another
+# after the folder is moved; a run killed with -9 (DDPM, dpmpp-2m-sde) resumes to the clean run's output; another
 # command on the same folder is refused; bad input fails with a message and writes nothing.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
 set -uo pipefail
@@ -23,9 +24,10 @@ assert a.shape == b.shape and np.array_equal(a, b), (a.shape, b.shape)" "$1" "$2
 }
 
 # --- determinism over W and batch size; DDIM and DDPM --------------------------------------
-for s in ddim ddpm; do
+for s in ddim ddpm dpmpp-2m dpmpp-2m-sde; do
   extra=()
   [ "$s" = ddpm ] && extra=(--steps 100)
+  [[ "$s" = dpmpp-* ]] && extra=(--karras true --steps 20)
   if "${SAMPLE[@]}" --sampler "$s" "${extra[@]}" --num-samples 50 --batch-size 16 --out "w1_$s" >"w1_$s.log" 2>&1 &&
      "${MPIRUN[@]}" -np 3 "${SAMPLE[@]}" --sampler "$s" "${extra[@]}" --num-samples 50 --batch-size 7 --out "w3_$s" \
        >"w3_$s.log" 2>&1; then
@@ -43,8 +45,17 @@ else
   fail "output layout"; ls -R w3_ddim; cat w3_ddim.log
 fi
 
+if grep -q "dpmpp-2m with 20 steps on the Karras grid (20 network evaluations per sample)" w1_dpmpp-2m.log &&
+   grep -q '"karras": true' w1_dpmpp-2m/manifest.json; then
+  pass "dpmpp-2m --karras: the log line names the grid and the network evaluations; the manifest records karras"
+else
+  fail "dpmpp-2m log line / manifest"; cat w1_dpmpp-2m.log; cat w1_dpmpp-2m/manifest.json
+fi
+expect_fail "the same folder with --karras false is refused" "karras" "" \
+  "${SAMPLE[@]}" --sampler dpmpp-2m --steps 20 --num-samples 50 --out w1_dpmpp-2m
+
 # --- samples near the ring (radius 2), indices, format ---------------------------------------
-for s in ddim ddpm; do
+for s in ddim ddpm dpmpp-2m dpmpp-2m-sde; do
   if "$PY" - "w1_$s/samples.h5" <<'PYEOF'
 import h5py, numpy as np, sys
 f = h5py.File(sys.argv[1])
@@ -81,13 +92,15 @@ if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --out 
   pass "classes spread evenly without --class"
 else fail "spread labels"; cat spread.log; fi
 
-# --- kill -9 mid-way, then the same command finishes the run ---------------------------------
-BIG=("${MPIRUN[@]}" -np 2 "${SAMPLE[@]}" --sampler ddpm --num-samples 3000 --batch-size 20)
-"${BIG[@]}" --out clean >clean.log 2>&1 || { fail "clean big run"; cat clean.log; }
-"${BIG[@]}" --out killed >killed.log 2>&1 &
+# --- kill -9 mid-way, then the same command finishes the run (DDPM, and the SDE sampler whose
+# per-step noise must continue from the keyed draws) ------------------------------------------
+for s in ddpm dpmpp-2m-sde; do
+BIG=("${MPIRUN[@]}" -np 2 "${SAMPLE[@]}" --sampler "$s" --steps 1000 --num-samples 3000 --batch-size 20)
+"${BIG[@]}" --out "clean_$s" >"clean_$s.log" 2>&1 || { fail "clean big run ($s)"; cat "clean_$s.log"; }
+"${BIG[@]}" --out "killed_$s" >"killed_$s.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
-  n=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  n=$(cat "killed_$s"/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
   [ "$n" -ge 600 ] && break
   sleep 0.05
 done
@@ -95,18 +108,20 @@ kill -9 "$pid" 2>/dev/null
 # mpirun's ranks die with it (orted notices); make sure none is left writing.
 wait "$pid" 2>/dev/null
 sleep 1
-done_before=$(cat killed/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
-if [ "$done_before" -gt 0 ] && [ "$done_before" -lt 3000 ] && [ ! -f killed/samples.h5 ]; then
-  pass "kill -9 left a partial run ($done_before of 3000 samples)"
+done_before=$(cat "killed_$s"/shards/*.progress 2>/dev/null | awk '{s += $1} END {print s + 0}')
+if [ "$done_before" -gt 0 ] && [ "$done_before" -lt 3000 ] && [ ! -f "killed_$s/samples.h5" ]; then
+  pass "$s: kill -9 left a partial run ($done_before of 3000 samples)"
 else
-  fail "partial run (progress $done_before)"
+  fail "$s: partial run (progress $done_before)"
 fi
-if "${BIG[@]}" --out killed >resume.log 2>&1 && grep -q "resuming after" resume.log && same_x clean/samples.h5 killed/samples.h5; then
-  pass "re-running the same command resumes and equals a clean run"
-else fail "resume after kill -9"; tail -5 resume.log; fi
-if "${BIG[@]}" --out killed >again.log 2>&1 && grep -q "already complete" again.log; then
-  pass "a complete folder is left alone"
-else fail "re-run of a complete folder"; cat again.log; fi
+if "${BIG[@]}" --out "killed_$s" >"resume_$s.log" 2>&1 && grep -q "resuming after" "resume_$s.log" &&
+   same_x "clean_$s/samples.h5" "killed_$s/samples.h5"; then
+  pass "$s: re-running the same command resumes and equals a clean run"
+else fail "$s: resume after kill -9"; tail -5 "resume_$s.log"; fi
+if "${BIG[@]}" --out "killed_$s" >"again_$s.log" 2>&1 && grep -q "already complete" "again_$s.log"; then
+  pass "$s: a complete folder is left alone"
+else fail "$s: re-run of a complete folder"; cat "again_$s.log"; fi
+done
 
 # --- an image model: tiny UNet, uint8 NHWC samples, grid.png, same bytes at W = 1 and 2 -------
 "$PY" - imgs.h5 <<'PYEOF'
@@ -160,5 +175,18 @@ expect_fail "missing --out" "out" "" "${SAMPLE[@]}" --num-samples 5
 expect_fail "N <= 0" "num-samples" bad_out "${SAMPLE[@]}" --num-samples 0 --out bad_out
 expect_fail "learned variance on a fixed-variance model" "variance" bad_out "${SAMPLE[@]}" --sampler ddpm \
   --variance learned --num-samples 5 --out bad_out
+expect_fail "--churn with ddim" "option --churn" bad_out "${SAMPLE[@]}" --sampler ddim --churn 1 --num-samples 5 \
+  --out bad_out
+expect_fail "--s-noise with dpmpp-2m" "option --s-noise" bad_out "${SAMPLE[@]}" --sampler dpmpp-2m --s-noise 1.01 \
+  --num-samples 5 --out bad_out
+expect_fail "--karras with ddim" "option --karras" bad_out "${SAMPLE[@]}" --sampler ddim --karras true --num-samples 5 \
+  --out bad_out
+expect_fail "--karras with --timestep-spacing" "option --karras.*timestep-spacing trailing" bad_out "${SAMPLE[@]}" \
+  --sampler euler --karras true --timestep-spacing trailing --num-samples 5 --out bad_out
+expect_fail "--karras with one step" "option --karras" bad_out "${SAMPLE[@]}" --sampler heun --karras true --steps 1 \
+  --num-samples 5 --out bad_out
+expect_fail "a DPM-Solver++ order we lack" "solver order 2 only" bad_out "${SAMPLE[@]}" --sampler dpmpp-3m \
+  --num-samples 5 --out bad_out
+expect_fail "unknown sampler" "option --sampler" bad_out "${SAMPLE[@]}" --sampler lms --num-samples 5 --out bad_out
 
 finish

@@ -1,7 +1,9 @@
 // Samplers without a trained network: for Gaussian data N(μ, Σ) the optimal ε-predictor is
 // known in closed form, ε̂(x_t) = σ_t (a_t² Σ + σ_t² I)^{-1} (x_t - a_t μ), so DDPM and DDIM
 // driven by it must reproduce μ and Σ within sampling error. Also: step identities (DDIM with
-// η = 1 is DDPM with β̃), guidance at s = 0 and 1, and per-sample determinism.
+// η = 1 is DDPM with β̃), guidance at s = 0 and 1, and per-sample determinism. For the fast
+// samplers (Euler, Heun, DPM-Solver++) the probability-flow ODE of Gaussian data has a
+// closed-form solution, so their error and its order are measured.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -117,21 +119,26 @@ TEST_F(SamplersTest, GuidanceScaleZeroIsUnconditionalAndOneIsConditional) {
     }
     return out;
   };
-  SamplerConfig config;
-  config.steps = 20;
-  config.num_classes = 2;
-  config.seed = 5;
-  const auto labels = torch::tensor({0, 1, 0, 1}, torch::kLong);
-  const auto indices = range(0, 4);
-  auto plain = config;
-  const auto cond = Sampler(schedule, plain).sample(conditional, indices, {2}, labels);
-  const auto uncond = Sampler(schedule, plain).sample(conditional, indices, {2}, torch::full({4}, 2, torch::kLong));
-  config.guidance_scale = 0.0;
-  EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), uncond, 0, 0));
-  config.guidance_scale = 1.0 + 1e-12;  // takes the two-half path, numerically s = 1
-  EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-5, 1e-6));
-  config.guidance_scale = 3.0;  // and a real scale moves the samples
-  EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-3, 1e-3));
+  for (auto kind : {SamplerKind::kDdim, SamplerKind::kHeun, SamplerKind::kDpmpp2mSde}) {
+    SCOPED_TRACE(to_string(kind));
+    SamplerConfig config;
+    config.kind = kind;
+    config.steps = 20;
+    config.karras = kind == SamplerKind::kDpmpp2mSde;
+    config.num_classes = 2;
+    config.seed = 5;
+    const auto labels = torch::tensor({0, 1, 0, 1}, torch::kLong);
+    const auto indices = range(0, 4);
+    auto plain = config;
+    const auto cond = Sampler(schedule, plain).sample(conditional, indices, {2}, labels);
+    const auto uncond = Sampler(schedule, plain).sample(conditional, indices, {2}, torch::full({4}, 2, torch::kLong));
+    config.guidance_scale = 0.0;
+    EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), uncond, 0, 0));
+    config.guidance_scale = 1.0 + 1e-12;  // takes the two-half path, numerically s = 1
+    EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-5, 1e-6));
+    config.guidance_scale = 3.0;  // and a real scale moves the samples
+    EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-3, 1e-3));
+  }
 }
 
 TEST_F(SamplersTest, EachSampleIsAPureFunctionOfSeedAndIndex) {
@@ -190,6 +197,150 @@ TEST_F(SamplersTest, InversionThenDecodingReturnsTheData) {
   SamplerConfig ddpm;
   ddpm.kind = SamplerKind::kDdpm;
   EXPECT_THROW(Sampler(schedule, ddpm).invert(model, x0, {}), Error);
+}
+
+// The exact probability-flow ODE of N(μ, Σ) data in the VE scale: x(σ) = μ + (Σ+σ²I)^{1/2}
+// (Σ+σ_0²I)^{-1/2} (x(σ_0) - μ) (Σ and I commute). The samplers end with one step onto
+// x̂_0 = D(x, σ_last) = μ + Σ(Σ+σ_last²I)^{-1}(x - μ) (Euler to σ = 0), so the reference is the
+// exact flow from σ_0 to σ_last followed by that step; what remains is the ODE solver's error.
+at::Tensor exact_flow_then_denoise(const at::Tensor& x_T, double sigma0, double sigma_last, const at::Tensor& mu,
+                                   const at::Tensor& cov) {
+  const auto [w, v] = torch::linalg_eigh(cov);  // Σ = V diag(w) V^T
+  const auto mat = [&](const at::Tensor& f) { return v.mm(torch::diag(f)).mm(v.t()); };
+  const auto flow = mat(((w + sigma_last * sigma_last) / (w + sigma0 * sigma0)).sqrt());
+  const auto denoise = mat(w / (w + sigma_last * sigma_last));
+  const auto x_ve = x_T.to(torch::kFloat64) * std::sqrt(1.0 + sigma0 * sigma0) - mu;  // [B, 2]
+  return x_ve.mm(flow.t()).mm(denoise.t()) + mu;
+}
+
+TEST_F(SamplersTest, FastSamplersConvergeToTheExactOdeSolutionAtTheirOrder) {
+  const auto mu = torch::tensor({data.m0, data.m1}, torch::kFloat64);
+  const auto cov = torch::tensor({{data.s00, data.s01}, {data.s01, data.s11}}, torch::kFloat64);
+  torch::manual_seed(4);
+  const auto x_T = torch::randn({32, 2});
+  struct Expect {
+    SamplerKind kind;
+    double min_last_ratio, max_error_at_160;  // error ratio at the last step doubling (order p: ~2^p)
+  };
+  // DPM-Solver++'s multistep ratio r = h_prev/h is small at the last steps of a grid uniform in
+  // t (λ jumps from t = 1/S·T to t = 0), so it reaches its order only at larger S.
+  for (const auto& e : {Expect{SamplerKind::kEuler, 1.7, 4e-2}, Expect{SamplerKind::kHeun, 3.2, 1e-3},
+                        Expect{SamplerKind::kDpmpp2m, 3.2, 2e-2}}) {
+    std::vector<double> errors;
+    for (int64_t steps : {20, 40, 80, 160}) {
+      SamplerConfig config;
+      config.kind = e.kind;
+      config.steps = steps;  // leading: every grid ends at t = 0
+      const Sampler sampler(schedule, config);
+      const auto& sig = sampler.sigmas();
+      ASSERT_EQ(static_cast<int64_t>(sig.size()), steps + 1);
+      const auto ref = exact_flow_then_denoise(x_T, sig.front(), sig[sig.size() - 2], mu, cov);
+      const auto x = sampler.sample(model, range(0, 32), {2}, {}, x_T).to(torch::kFloat64);
+      errors.push_back((x - ref).abs().max().item<double>());
+    }
+    SCOPED_TRACE(to_string(e.kind) + ": errors at S = 20, 40, 80, 160: " + std::to_string(errors[0]) + " " +
+                 std::to_string(errors[1]) + " " + std::to_string(errors[2]) + " " + std::to_string(errors[3]));
+    for (size_t i = 1; i < errors.size(); ++i) EXPECT_GT(errors[i - 1] / errors[i], 1.5);  // converges
+    EXPECT_GT(errors[2] / errors[3], e.min_last_ratio);
+    EXPECT_LT(errors.back(), e.max_error_at_160);
+  }
+}
+
+TEST_F(SamplersTest, FastSamplersReproduceTheDataDistribution) {
+  for (auto kind : {SamplerKind::kEuler, SamplerKind::kHeun, SamplerKind::kDpmpp2m, SamplerKind::kDpmpp2mSde}) {
+    for (bool karras : {false, true}) {
+      // On a grid uniform in t the SDE's multistep term (x̂_0 - x̂_0,prev)/r amplifies the last
+      // steps' noise (r = h_prev/h small near t = 0): its variance overshoots (docs/sampling.md).
+      if (kind == SamplerKind::kDpmpp2mSde && !karras) continue;
+      SamplerConfig config;
+      config.kind = kind;
+      config.steps = 50;
+      config.karras = karras;
+      config.seed = 2;
+      SCOPED_TRACE(to_string(kind) + (karras ? " karras" : ""));
+      expect_data_moments(Sampler(schedule, config).sample(model, range(0, 1500), {2}, {}));
+    }
+  }
+  SamplerConfig churn;
+  churn.kind = SamplerKind::kHeun;
+  churn.steps = 50;
+  churn.churn = 20;
+  SCOPED_TRACE("heun churn 20");
+  expect_data_moments(Sampler(schedule, churn).sample(model, range(0, 1500), {2}, {}));
+}
+
+TEST_F(SamplersTest, KarrasGridSpansTheScheduleAndRoundsToTimesteps) {
+  SamplerConfig config;
+  config.kind = SamplerKind::kDpmpp2m;
+  config.steps = 20;
+  config.karras = true;
+  const Sampler sampler(schedule, config);
+  const auto& sig = sampler.sigmas();
+  const auto sigma = [&](int64_t t) { return std::sqrt((1 - schedule.alpha_bar(t)) / schedule.alpha_bar(t)); };
+  ASSERT_EQ(sig.size(), 21u);
+  EXPECT_NEAR(sig.front(), sigma(999), 1e-9 * sigma(999));
+  EXPECT_NEAR(sig[19], sigma(0), 1e-12);
+  EXPECT_EQ(sig.back(), 0.0);
+  EXPECT_EQ(sampler.timesteps().front(), 999);
+  EXPECT_EQ(sampler.timesteps().back(), 0);
+  // Karras' ρ = 7: (σ_i^{1/ρ}) is linear in i.
+  const double d = std::pow(sig[1], 1 / 7.0) - std::pow(sig[0], 1 / 7.0);
+  for (size_t i = 1; i + 1 < sig.size(); ++i)
+    EXPECT_NEAR(std::pow(sig[i], 1 / 7.0) - std::pow(sig[i - 1], 1 / 7.0), d, 1e-9);
+  // Each timestep is the nearest one in log σ: σ lies between the σ of its neighbours.
+  for (size_t i = 0; i + 1 < sig.size(); ++i) {
+    const int64_t t = sampler.timesteps()[i];
+    EXPECT_NEAR(sigma_to_timestep(schedule, sig[i]), static_cast<double>(t), 0.5 + 1e-9);
+  }
+  EXPECT_EQ(sigma_to_timestep(schedule, sigma(437)), 437.0);
+  config.kind = SamplerKind::kDdim;
+  EXPECT_THROW(Sampler(schedule, config), Error);  // --karras is for the fast samplers only
+  config.kind = SamplerKind::kDpmpp2m;
+  config.karras = false;
+  config.churn = 1;
+  EXPECT_THROW(Sampler(schedule, config), Error);  // and churn for Euler and Heun
+  EXPECT_THROW(parse_sampler_kind("dpmpp-3m"), Error);
+}
+
+TEST_F(SamplersTest, HeunEvaluatesTwiceOnEveryStepButTheLast) {
+  int64_t calls = 0;
+  const DenoiseFn counting = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    ++calls;
+    return model(x, t, y);
+  };
+  for (auto kind : {SamplerKind::kEuler, SamplerKind::kHeun, SamplerKind::kDpmpp2m, SamplerKind::kDpmpp2mSde}) {
+    SamplerConfig config;
+    config.kind = kind;
+    config.steps = 12;
+    calls = 0;
+    Sampler(schedule, config).sample(counting, range(0, 4), {2}, {});
+    EXPECT_EQ(calls, evaluations_per_sample(kind, 12)) << to_string(kind);
+  }
+  EXPECT_EQ(evaluations_per_sample(SamplerKind::kHeun, 12), 23);
+}
+
+TEST_F(SamplersTest, StochasticFastSamplersArePureFunctionsOfSeedAndIndex) {
+  // Churned Euler/Heun and the SDE sampler draw per-step noise from the keyed streams: a sample
+  // is the same alone (batch 1) and in a batch of 7.
+  for (auto kind : {SamplerKind::kEuler, SamplerKind::kHeun, SamplerKind::kDpmpp2mSde}) {
+    SamplerConfig config;
+    config.kind = kind;
+    config.steps = 15;
+    config.karras = kind == SamplerKind::kDpmpp2mSde;
+    config.churn = kind == SamplerKind::kDpmpp2mSde ? 0.0 : 5.0;
+    config.seed = 11;
+    const Sampler sampler(schedule, config);
+    const auto batch = sampler.sample(model, range(3, 10), {2}, {});  // [7, 2]
+    for (int64_t i = 3; i < 10; ++i)
+      EXPECT_TRUE(tensor_near(sampler.sample(model, {i}, {2}, {}), batch.slice(0, i - 3, i - 2), 0, 0))
+          << to_string(kind) << " sample " << i;
+    // The noise matters: another seed, from the same latents, moves the samples.
+    const auto x_T = torch::randn({7, 2});
+    config.seed = 12;
+    EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(model, range(3, 10), {2}, {}, x_T),
+                             sampler.sample(model, range(3, 10), {2}, {}, x_T), 1e-3, 1e-3))
+        << to_string(kind);
+  }
 }
 
 TEST(Slerp, EndpointsMidpointAndParallelRows) {

@@ -1,4 +1,5 @@
-// DDPM and DDIM sampling (Ho et al. 2020; Song et al. 2020; Ho & Salimans 2022 for guidance).
+// DDPM and DDIM sampling (Ho et al. 2020; Song et al. 2020; Ho & Salimans 2022 for guidance),
+// and the loop of the fast samplers whose steps are in ode_samplers.cpp.
 #include "core/diffusion/samplers.h"
 
 #include <fmt/ranges.h>
@@ -17,10 +18,34 @@ namespace diffusion {
 SamplerKind parse_sampler_kind(const std::string& name) {
   if (name == "ddpm") return SamplerKind::kDdpm;
   if (name == "ddim") return SamplerKind::kDdim;
-  throw Error(fmt::format("unknown sampler '{}': expected ddpm or ddim", name));
+  if (name == "euler") return SamplerKind::kEuler;
+  if (name == "heun") return SamplerKind::kHeun;
+  if (name == "dpmpp-2m") return SamplerKind::kDpmpp2m;
+  if (name == "dpmpp-2m-sde") return SamplerKind::kDpmpp2mSde;
+  // dpmpp-1m, dpmpp-3m, dpmpp-3m-sde, ...: name the order that exists.
+  if (name.rfind("dpmpp-", 0) == 0)
+    throw Error(fmt::format("sampler '{}': DPM-Solver++ is implemented with solver order 2 only "
+                            "(dpmpp-2m, dpmpp-2m-sde)", name));
+  throw Error(fmt::format("unknown sampler '{}': expected ddpm, ddim, euler, heun, dpmpp-2m or dpmpp-2m-sde", name));
 }
 
-std::string to_string(SamplerKind kind) { return kind == SamplerKind::kDdpm ? "ddpm" : "ddim"; }
+std::string to_string(SamplerKind kind) {
+  switch (kind) {
+    case SamplerKind::kDdpm: return "ddpm";
+    case SamplerKind::kDdim: return "ddim";
+    case SamplerKind::kEuler: return "euler";
+    case SamplerKind::kHeun: return "heun";
+    case SamplerKind::kDpmpp2m: return "dpmpp-2m";
+    case SamplerKind::kDpmpp2mSde: return "dpmpp-2m-sde";
+  }
+  return "?";
+}
+
+bool is_fast_sampler(SamplerKind kind) { return kind != SamplerKind::kDdpm && kind != SamplerKind::kDdim; }
+
+int64_t evaluations_per_sample(SamplerKind kind, int64_t steps) {
+  return kind == SamplerKind::kHeun ? 2 * steps - 1 : steps;
+}
 
 at::Tensor ddpm_step(const NoiseSchedule& s, int64_t index, const at::Tensor& xt,
                      const at::Tensor& output, Prediction prediction, VarianceKind variance,
@@ -55,6 +80,17 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
     respaced_ = training_.respaced(ascending);
   }
   if (config_.eta < 0) throw Error(fmt::format("--eta {} must be >= 0", config_.eta));
+  const bool churning = config_.kind == SamplerKind::kEuler || config_.kind == SamplerKind::kHeun;
+  if (config_.karras && !is_fast_sampler(config_.kind))
+    throw Error(fmt::format("--karras: not available with --sampler {} (euler, heun, dpmpp-2m, dpmpp-2m-sde)",
+                            to_string(config_.kind)));
+  if (config_.churn != 0.0 && !churning)
+    throw Error(fmt::format("--churn: only euler and heun churn, not --sampler {}", to_string(config_.kind)));
+  if (config_.churn < 0) throw Error(fmt::format("--churn {} must be >= 0", config_.churn));
+  if (is_fast_sampler(config_.kind)) {
+    grid_ = config_.karras ? karras_grid(training_, config_.steps) : sigma_grid(training_, timesteps_);
+    timesteps_ = grid_.timesteps;
+  }
 }
 
 at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
@@ -101,6 +137,7 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
                               fmt::join(x.sizes(), ", ")));
     x = x_T.to(config_.device, torch::kFloat32).clone();
   }
+  if (is_fast_sampler(config_.kind)) return sample_fast(model, x, labels, draw);
   const auto S = static_cast<int64_t>(timesteps_.size());
   const int64_t C = x.size(1);
   torch::NoGradGuard no_grad;
@@ -122,6 +159,63 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
     }
   }
   return x;
+}
+
+at::Tensor Sampler::sample_fast(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,
+                                const std::function<at::Tensor()>& draw) const {
+  torch::NoGradGuard no_grad;
+  const auto S = static_cast<int64_t>(timesteps_.size());
+  const int64_t C = x.size(1);      // x: [B, C, H, W] or [B, D]
+  const auto& sig = grid_.sigmas;  // [S + 1], sig[S] = 0
+  // x̂_0 at noise level σ from the VP-scale input the network sees, called at timestep τ
+  // (guided; a learned variance is ignored).
+  const auto denoise = [&](const at::Tensor& x_vp, double sigma, int64_t tau) {
+    auto out = model_output(model, x_vp, tau, labels);
+    if (out.size(1) == 2 * C) out = out.slice(1, 0, C);
+    return x0_at_sigma(config_.prediction, x_vp, sigma, out, config_.clip_x0);
+  };
+  if (config_.kind == SamplerKind::kDpmpp2m || config_.kind == SamplerKind::kDpmpp2mSde) {
+    // VP scale throughout; the 2M update uses the previous step's x̂_0 (docs/math.md).
+    const bool sde = config_.kind == SamplerKind::kDpmpp2mSde;
+    at::Tensor x0_prev;
+    for (int64_t k = 0; k < S; ++k) {
+      const auto x0 = denoise(x, sig[k], timesteps_[k]);
+      const auto noise = sde && sig[k + 1] > 0 ? draw() : at::Tensor();
+      x = dpmpp_2m_step(x, x0, sig[k], sig[k + 1], x0_prev, k > 0 ? sig[k - 1] : 0.0, noise);
+      x0_prev = x0;
+    }
+    return x;
+  }
+  // Euler/Heun in the VE scale x/√ᾱ: x_T ~ N(0, I) in the VP scale is N(0, (1+σ_0²) I) there.
+  x = x * std::sqrt(1.0 + sig[0] * sig[0]);
+  const auto ve_denoise = [&](const at::Tensor& x_ve, double sigma, int64_t tau) {
+    return denoise(x_ve / std::sqrt(1.0 + sigma * sigma), sigma, tau);
+  };
+  const bool heun = config_.kind == SamplerKind::kHeun;
+  for (int64_t k = 0; k < S; ++k) {
+    double sigma = sig[k];
+    int64_t tau = timesteps_[k];
+    // Churn (EDM Algorithm 2): raise σ to σ̂ = (1+γ)σ with fresh noise, then step from σ̂. The
+    // network is evaluated at σ̂, at its rounded timestep.
+    const double gamma = config_.churn > 0 && config_.s_tmin <= sigma && sigma <= config_.s_tmax
+                             ? std::min(config_.churn / static_cast<double>(S), std::sqrt(2.0) - 1.0)
+                             : 0.0;
+    if (gamma > 0) {
+      const double sigma_hat = sigma * (1.0 + gamma);
+      x = x + (config_.s_noise * std::sqrt(sigma_hat * sigma_hat - sigma * sigma)) * draw();
+      sigma = sigma_hat;
+      tau = sigma_to_model_timestep(training_, sigma);
+    }
+    const auto x0 = ve_denoise(x, sigma, tau);
+    const auto x_euler = euler_step(x, x0, sigma, sig[k + 1]);
+    // Heun corrects every step except the last, to σ = 0 where dx/dσ is not defined.
+    if (heun && sig[k + 1] > 0) {
+      x = heun_step(x, x0, sigma, x_euler, ve_denoise(x_euler, sig[k + 1], timesteps_[k + 1]), sig[k + 1]);
+    } else {
+      x = x_euler;
+    }
+  }
+  return x;  // σ = 0: the VE and VP scales agree
 }
 
 at::Tensor Sampler::invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const {

@@ -7,26 +7,40 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "core/diffusion/diffusion_config.h"
+#include "core/diffusion/ode_samplers.h"
 #include "core/diffusion/schedule.h"
 #include "core/diffusion/spacing.h"
 
 namespace diffusion {
 
-enum class SamplerKind { kDdpm, kDdim };
-SamplerKind parse_sampler_kind(const std::string& name);  // ddpm | ddim
+// ddpm, ddim: the ancestral chain and DDIM on respaced timesteps; euler, heun, dpmpp-2m,
+// dpmpp-2m-sde: the σ-parameterised fast samplers (core/diffusion/ode_samplers.h).
+enum class SamplerKind { kDdpm, kDdim, kEuler, kHeun, kDpmpp2m, kDpmpp2mSde };
+// Throws diffusion::Error naming the valid names (and, for dpmpp-Nm, the orders there are).
+SamplerKind parse_sampler_kind(const std::string& name);
 std::string to_string(SamplerKind kind);
+bool is_fast_sampler(SamplerKind kind);  // euler | heun | dpmpp-2m | dpmpp-2m-sde
+// Network evaluations per sample for S steps (twice as many forward rows with guidance):
+// S, except Heun's 2S - 1 (a second evaluation on every step but the last, EDM Algorithm 1).
+int64_t evaluations_per_sample(SamplerKind kind, int64_t steps);
 
 struct SamplerConfig {
   SamplerKind kind = SamplerKind::kDdim;
   int64_t steps = 50;  // S <= T; respaced from the training schedule
   TimestepSpacing spacing = TimestepSpacing::kLeading;
   double eta = 0.0;                                      // DDIM only
+  // Fast samplers: Karras σ grid (ρ = 7) instead of `spacing`.
+  bool karras = false;
+  // Euler/Heun stochastic churn (EDM Algorithm 2): γ = min(churn/S, √2-1) where
+  // s_tmin <= σ <= s_tmax, fresh noise scaled by s_noise; churn = 0 is the deterministic ODE.
+  double churn = 0.0, s_tmin = 0.0, s_tmax = INFINITY, s_noise = 1.0;
   VarianceKind variance = VarianceKind::kFixedLarge;     // DDPM only
   Prediction prediction = Prediction::kEps;
   bool clip_x0 = false;                                  // image data only
@@ -68,7 +82,8 @@ class Sampler {
   Sampler(const NoiseSchedule& training, const SamplerConfig& config);
 
   // Generates samples `indices` (global sample numbers) from x_T (keyed noise, or `x_T` when
-  // defined). Draw k of sample i (k = 0 is x_T, then one per noisy step, also when `x_T` is
+  // defined). Draw k of sample i (k = 0 is x_T, then one per noisy step — DDPM's, DDIM's with
+  // η > 0, a churned Euler/Heun step's, each dpmpp-2m-sde step to σ > 0 — also when `x_T` is
   // given) is the keyed normal row of stream_key(seed, kSampleNoise, {i, k}), drawn on
   // config.device. `labels` int64 [B] for conditional models, undefined for unconditional.
   // With guidance (scale != 1 and labels given) both halves run in one batch of 2B.
@@ -82,8 +97,11 @@ class Sampler {
   // timestep. No clipping. Returns x_T at the largest visited timestep, which sample() decodes.
   at::Tensor invert(const DenoiseFn& model, const at::Tensor& x0, const at::Tensor& labels) const;
 
-  // The timesteps visited, in order (descending original τ).
+  // The timesteps visited, in order (descending original τ; for the fast samplers the
+  // timesteps the network is called at on their σ grid).
   const std::vector<int64_t>& timesteps() const { return timesteps_; }
+  // The fast samplers' σ grid (S + 1 values, the last 0); empty for DDPM and DDIM.
+  const std::vector<double>& sigmas() const { return grid_.sigmas; }
 
  private:
   at::Tensor model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
@@ -92,7 +110,12 @@ class Sampler {
   SamplerConfig config_;
   NoiseSchedule training_;
   NoiseSchedule respaced_;          // DDPM runs its ancestral chain on this
+  // The fast samplers' loop (Euler, Heun, DPM-Solver++), x_T in the VP scale → x_0.
+  at::Tensor sample_fast(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,
+                         const std::function<at::Tensor()>& draw) const;
+
   std::vector<int64_t> timesteps_;  // descending
+  SigmaGrid grid_;                  // fast samplers only
 };
 
 }  // namespace diffusion
