@@ -237,7 +237,7 @@ if ((${#TIMEOUT_ARGS[@]})); then
     rank=${stopped_rank[$node]:-none}
     msg=$(grep -m1 "collective timeout" "stuck_$node.out")
     if [ "$rc" -ne 0 ] && [ -n "${stopped_at[$node]:-}" ] && ((took >= 0 && took <= 30)) &&
-       grep -q "rank $rank ($node) did not answer" <<<"$msg" && grep -q "waiting in the same collective" <<<"$msg"; then
+       grep -q "rank $rank ($node) did not answer" <<<"$msg" && grep -q "waited [0-9.]* s in '[a-z -]*'" <<<"$msg"; then
       pass "rank $rank on $node stopped (SIGSTOP): the job ended $took s later: $msg"
     else
       fail "stopped rank on $node (rc $rc, rank $rank, $took s): '$msg'"; show_log "stuck_$node.out"
