@@ -24,9 +24,11 @@ std::string rank_prefix() {
 }
 
 void log_line(const std::string& line) {
+  // One write per line: stderr is unbuffered, and a line written as text then '\n' can reach
+  // mpirun's output forwarding in two pieces, with another rank's line in between.
+  std::string whole = line + '\n';
   std::lock_guard<std::mutex> lock(g_log_mutex);
-  std::fputs(line.c_str(), stderr);
-  std::fputc('\n', stderr);
+  std::fwrite(whole.data(), 1, whole.size(), stderr);
   std::fflush(stderr);
 }
 

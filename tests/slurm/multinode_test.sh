@@ -99,7 +99,8 @@ RESHARD=2e-3
 
 ckpt() { printf 'step-%08d' "$1"; }  # a checkpoint's folder name
 # hosts_of LOG: the sorted host of every rank's [device] line, e.g. "node1 node1 node2 node2".
-hosts_of() { sed -n 's/.*\[device\] rank [0-9]* of [0-9]* on host \([a-z0-9]*\) .*/\1/p' "$1" | sort | tr '\n' ' ' | sed 's/ $//'; }
+# Every match, not one per line: mpirun may forward two ranks' lines without a newline between.
+hosts_of() { grep -o '\[device\] rank [0-9]* of [0-9]* on host [a-z0-9]*' "$1" | sed 's/.* on host //' | sort | tr '\n' ' ' | sed 's/ $//'; }
 
 # --- the Slurm jobs first, side by side (much of each is Slurm's polling and requeue delay) ---
 CUDA_VISIBLE_DEVICES=3,5 start_job train2 "${SBATCH[@]}" -o train_2n.out \
