@@ -4,7 +4,8 @@
 # float32 round-off); the classifier, run by an independent PyTorch forward on the
 # checkpoint's tensors, is well above chance on clean data; diffusion-sample --classifier
 # --class K on an unconditional model puts more samples in mode K (by the true mixture's
-# posterior) than unguided sampling, more with a larger scale, for DDIM and DDPM; W = 1 and
+# posterior) than unguided sampling, more with a larger scale, for DDIM and DDPM; on 8×8 images
+# the UNet classifier guides an unconditional UNet to the asked class; W = 1 and
 # W = 3 give bit-identical guided samples; bad input is refused, naming the folder and
 # setting, before anything is written.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
@@ -103,6 +104,35 @@ if "${SAMPLE[@]}" --sampler ddpm --steps 50 --classifier cls1 --classifier-scale
 assert np.array_equal(a, b) and (h5py.File('w1/samples.h5')['labels'][:] == 5).all()"; then
   pass "guided DDPM: W=1 batch 16 == W=3 batch 7, bit for bit; labels record the class"
 else fail "guided W=1 vs W=3"; cat w1.log w3.log; fi
+
+# --- images: the UNet classifier (the UNet's encoder half) guides an unconditional 8×8 UNet -----
+# Two classes, dark and bright noisy images; guided at scale 3 every sample takes the class's
+# brightness, unguided about half do.
+"$PY" -c "import h5py, numpy as np
+r = np.random.default_rng(0); y = (np.arange(256) % 2).astype(np.int64)
+img = np.where(y[:, None, None, None] == 1, 255, 0) + r.integers(-40, 40, (256, 8, 8, 1))
+with h5py.File('imgs.h5', 'w') as f:
+    f['images'] = np.clip(img, 0, 255).astype(np.uint8); f['labels'] = y; f.attrs['num_classes'] = np.int64(2)"
+UNET=("$BIN/diffusion-train" --data imgs.h5 --model unet --image-size 8 --base-channels 16 --channel-mult 1,2
+      --num-res-blocks 1 --attention-resolutions 4 --num-groups 4 --dropout 0 --timesteps 100 --batch-size 32
+      --steps 500 --lr 1e-3 --log-every 500 --checkpoint-every 500 --threads 1 --ema-rates 0.99)
+ok=1
+"${UNET[@]}" --out img_model >img_model.log 2>&1 || ok=0
+"${UNET[@]}" --objective classifier --out img_cls >img_cls.log 2>&1 || ok=0
+for k in 0 1; do
+  "$BIN/diffusion-sample" --checkpoint img_model --classifier img_cls --classifier-scale 3 --class "$k" --num-samples 32 \
+    --steps 50 --threads 1 --out "img_g$k" >"img_g$k.log" 2>&1 || ok=0
+done
+"$BIN/diffusion-sample" --checkpoint img_model --num-samples 32 --steps 50 --threads 1 --out img_plain >img_plain.log 2>&1 || ok=0
+if [ "$ok" = 1 ] && "$PY" -c "import h5py, numpy as np
+bright = lambda d: np.mean(h5py.File(d + '/samples.h5')['images'][:].reshape(32, -1).mean(1) > 127.5)
+b0, b1, bp = bright('img_g0'), bright('img_g1'), bright('img_plain')
+print('bright share: class 0', b0, 'class 1', b1, 'unguided', bp)
+assert b0 <= 0.1 and b1 >= 0.9 and 0.2 <= bp <= 0.8"; then
+  pass "images: the UNet classifier guides an unconditional UNet to the asked class"
+else fail "image classifier guidance"; cat img_model.log img_cls.log img_g0.log | tail -20; fi
+expect_fail "a classifier of another image size" "option --classifier: .*img_cls.* classifies samples of shape \[1, 8, 8\]" bad10 \
+  "${SAMPLE[@]}" --classifier img_cls --class 1 --out bad10
 
 # --- bad input: refused before anything is written ---------------------------------------------
 "$BIN/diffusion-data" make-toy --kind gmm-ring --modes 4 --num 500 --seed 1 --out ring4.h5 >/dev/null
