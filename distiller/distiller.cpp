@@ -63,6 +63,9 @@ void validate(const DistillConfig& c, const TrainedModel& teacher) {
                             "(each round halves the steps)",
                             c.start_steps, c.target_steps));
   const auto& t = teacher.train;
+  if (t.model.classifier_classes > 0)
+    throw Error(fmt::format("option --teacher: {} is a noisy-sample classifier (objective = classifier), not a "
+                            "denoiser", teacher.checkpoint_dir));
   const int64_t T = t.diffusion.schedule.timesteps;
   if (c.start_steps > T)
     throw Error(fmt::format("option --start-steps: {} exceeds the teacher's T = {} timesteps", c.start_steps, T));

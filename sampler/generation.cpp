@@ -77,7 +77,9 @@ struct Resolved {
   json settings;
 };
 
-Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_rows, int rank) {
+// `classifier`: --classifier's, or null.
+Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceClassifier* classifier,
+                 int64_t input_rows, int rank) {
   const int64_t T = m.schedule.timesteps;
   const int64_t C = m.num_classes;
   Resolved r;
@@ -117,6 +119,10 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
     if (timestep_spacing(TimestepSpacing::kTrailing, T, student.sampling_steps) != student.timesteps)
       throw Error(fmt::format("{}: the student's recorded grid is not trailing spacing with {} steps", m.description,
                               student.sampling_steps));
+    if (classifier)
+      throw Error(fmt::format("option --classifier: {} is a distilled student (DDIM on its own {}-step grid); "
+                              "classifier guidance is for DDPM and DDIM on an undistilled model",
+                              m.description, student.sampling_steps));
     if (c.guidance_scale != 1.0)
       throw Error(fmt::format("option --guidance-scale {}: this distilled student has guidance {} built into it; "
                               "sample it with --guidance-scale 1",
@@ -146,11 +152,18 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
   if (C == 0 && c.guidance_scale != 1.0)
     throw Error(fmt::format("option --guidance-scale {}: the model is unconditional (guidance needs a "
                             "class-conditional model)", c.guidance_scale));
-  if (C == 0 && c.class_label)
+  s.classifier_scale = c.classifier_scale.value_or(1.0);
+  // An unconditional model guided by a classifier samples the class --class names; it has no
+  // classes of its own to spread.
+  if (classifier && C == 0 && !c.class_label)
+    throw Error(fmt::format("option --classifier: the model is unconditional; give the class to guide towards with "
+                            "--class K (0 … {})", classifier->num_classes - 1));
+  if (C == 0 && c.class_label && !classifier)
     throw Error(fmt::format("option --class {}: the model is unconditional", *c.class_label));
-  if (c.class_label && *c.class_label >= C)
-    throw Error(fmt::format("option --class {}: out of range, the model has {} classes (0 … {})", *c.class_label, C,
-                            C - 1));
+  const int64_t label_classes = C > 0 ? C : classifier ? classifier->num_classes : 0;
+  if (c.class_label && *c.class_label >= label_classes)
+    throw Error(fmt::format("option --class {}: out of range, the {} has {} classes (0 … {})", *c.class_label,
+                            C > 0 ? "model" : "classifier", label_classes, label_classes - 1));
   r.settings = {{"model", m.identity},
                 {"sample_shape", m.sample_shape},
                 {"schedule", to_string(m.schedule.kind)},
@@ -171,6 +184,8 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, int64_t input_ro
                 {"array_tasks", c.array_tasks}};
   // The fast samplers' settings are recorded only for them, so folders written before they
   // existed (ddpm, ddim) still resume.
+  // Recorded only with a classifier, so folders written before it existed still resume.
+  if (classifier) r.settings["classifier"] = {{"model", classifier->identity}, {"scale", s.classifier_scale}};
   if (is_fast_sampler(s.kind)) {
     r.settings["karras"] = s.karras;
     if (s.kind == SamplerKind::kEuler || s.kind == SamplerKind::kHeun)
@@ -302,7 +317,7 @@ std::vector<ShardRef> task_shards(const ShardLayout& layout, SampleRange task_ra
 // writes samples.h5 over all their shards (with grid.png) and marks the job complete. Under
 // the folder's lock, so of two tasks finishing together exactly one sees the other's record.
 void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayout& layout, int64_t num_samples,
-                 const std::string& task_key) {
+                 int64_t label_classes, const std::string& task_key) {
   const std::string manifest_path = c.out + "/" + kManifestName;
   DirLock lock(c.out);
   json manifest = read_json(manifest_path);
@@ -334,7 +349,7 @@ void finish_task(const SampleConfig& c, const SamplingModel& m, const ShardLayou
                               done, s.layout.rows));
   }
   const std::string samples_path = c.out + "/" + kSamplesName;
-  write_virtual_samples(samples_path, all, m.num_classes, m.class_names);
+  write_virtual_samples(samples_path, all, label_classes, m.class_names);
   if (layout.images) {
     // Classes spread over the samples (i mod C) make a grid with one column per class;
     // interpolations one row per pair of latents; anything else a square-ish grid.
@@ -471,11 +486,14 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
     return c.torchscript.path.empty() ? load_checkpoint_model(c, device, precision)
                                       : load_torchscript_model(c.torchscript, device, precision);
   });
+  std::optional<GuidanceClassifier> classifier;
+  if (!c.classifier.empty())
+    classifier = agreed(comm, "[sample] classifier", [&] { return load_guidance_classifier(c, m, device); });
   std::optional<InputRows> input_rows;
   std::optional<Resolved> resolved;
   agree_or_throw(comm, capture_error([&] {
     input_rows.emplace(c, m);
-    resolved.emplace(resolve(c, m, input_rows->rows(), rank));
+    resolved.emplace(resolve(c, m, classifier ? &*classifier : nullptr, input_rows->rows(), rank));
     // Precision and the device type change the bits of a sample (not W or the batch size).
     resolved->settings["precision"] = to_string(precision);
     resolved->settings["device"] = c10::DeviceTypeName(device.type(), /*lower_case=*/true);
@@ -486,12 +504,14 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
   const int64_t N = r.num_samples;
   const auto& shape = m.sample_shape;  // [C, H, W] or [D]
   const int64_t num_classes = m.num_classes;
+  // Samples carry labels when the model is conditional, or a classifier guides them.
+  const int64_t label_classes = num_classes > 0 ? num_classes : classifier ? classifier->num_classes : 0;
   const bool inverting = r.source == Source::kInvert;
   ShardLayout layout;
   layout.images = r.images && !c.save_float && !inverting;
   // Latents stay in the model's layout ([C, H, W]) so that --latents reads them back.
   layout.row_shape = r.images && !inverting ? std::vector<int64_t>{shape[1], shape[2], shape[0]} : shape;
-  layout.has_labels = num_classes > 0;
+  layout.has_labels = label_classes > 0;
   const SampleRange task_range = rank_sample_range(N, c.array_tasks, c.array_task);
   const std::vector<ShardRef> shards = task_shards(layout, task_range, c.array_task, c.array_tasks, world);
   const std::string task_key = std::to_string(c.array_task);
@@ -541,6 +561,8 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
          m.description, N, world, task_text, c.sampler, r.sampler.steps, r.sampler.karras ? " on the Karras grid" : "",
          evaluations_per_sample(r.sampler.kind, r.sampler.steps), guided_batches ? ", each on a doubled batch" : "",
          c.seed, to_string(precision), device.str());
+    if (classifier)
+      log0("[sample] classifier guidance, scale {}: {}", r.sampler.classifier_scale, classifier->description);
 
     // --- 3. this rank's block, continued from its shard's record -------------------------------
     const auto mine_range = rank_sample_range(task_range.end - task_range.begin, world, rank);
@@ -564,6 +586,17 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
         };
         return m.forward(pad(x), pad(t), pad(y)).slice(0, 0, B);
       };
+      // The classifier's gradient, padded as `net` is (its backward is row-wise too).
+      ClassifierGradFn classifier_grad;
+      if (classifier)
+        classifier_grad = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+          const int64_t B = x.size(0);
+          if (B >= kMinForwardRows) return classifier->grad(x, t, y);
+          const auto pad = [&](const at::Tensor& v) {
+            return torch::cat({v, v.slice(0, 0, 1).repeat_interleave(kMinForwardRows - B, /*dim=*/0)});
+          };
+          return classifier->grad(pad(x), pad(t), pad(y)).slice(0, 0, B);
+        };
       const int64_t batch_size = choose_batch_size(c, net, shape, num_classes,
                                                    num_classes > 0 && r.sampler.guidance_scale != 1.0, device);
       const auto start = std::chrono::steady_clock::now();
@@ -574,11 +607,11 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
         std::vector<int64_t> indices(static_cast<size_t>(b)), labels;
         for (int64_t k = 0; k < b; ++k) indices[k] = i0 + k;
         at::Tensor y;
-        if (num_classes > 0) {
+        if (label_classes > 0) {
           if (inverting && input.data_labels()) {
             labels = input.labels(i0, i0 + b);
           } else {
-            for (int64_t i : indices) labels.push_back(c.class_label.value_or(i % num_classes));
+            for (int64_t i : indices) labels.push_back(c.class_label.value_or(i % label_classes));
           }
           y = torch::tensor(labels, torch::kLong).to(device);
         }
@@ -601,7 +634,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
             x_T = torch::cat(rows_T);
           }
           if (x_T.defined()) x_T = x_T.to(device);
-          x = sampler.sample(net, indices, shape, y, x_T).to(torch::kCPU);  // [B, C, H, W] or [B, D]
+          x = sampler.sample(net, indices, shape, y, x_T, classifier_grad).to(torch::kCPU);  // [B, C, H, W] or [B, D]
           if (r.images) x = x.permute({0, 2, 3, 1});        // [B, H, W, C]
           if (layout.images) x = ((x + 1.0) * 127.5).round().clamp(0, 255).to(torch::kUInt8);
         }
@@ -637,7 +670,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
       throw Error(fmt::format("{}/{}: {} of {} rows complete after every rank finished", c.out, s.relative_path,
                               complete, s.layout.rows));
   }
-  finish_task(c, m, layout, N, task_key);
+  finish_task(c, m, layout, N, label_classes, task_key);
 }
 
 }  // namespace diffusion

@@ -48,6 +48,10 @@ struct SampleConfig {
   std::optional<TimestepSpacing> spacing;  // unset: leading, or a distilled student's own grid
   std::optional<bool> clip_x0;            // unset: true for image models, false for vectors
   double guidance_scale = 1.0;
+  // Classifier guidance (docs/sampling.md): a run folder of diffusion-train --objective
+  // classifier, and its scale s (unset: 1; refused without --classifier).
+  std::string classifier;
+  std::optional<double> classifier_scale;
   std::optional<int64_t> class_label;     // unset: sample i gets class i mod C
   bool save_float = false;                // images: write float `x` instead of uint8 `images`
   int threads = 0;                        // intra-op threads per rank; 0 = LibTorch's default

@@ -54,6 +54,9 @@ const OptionSpec kOptions[] = {
     {"sampler", "s-noise", "1", "euler | heun with --churn: scale of the churn noise S_noise"},
     {"sampler", "clip-x0", "auto", "clip predicted x0 to [-1,1]; auto = true for images"},
     {"sampler", "guidance-scale", "1", "classifier-free guidance scale s (1 = plain conditional)"},
+    {"sampler", "classifier", "", "classifier guidance: a run folder of diffusion-train --objective classifier "
+     "(its slowest EMA); ddpm and ddim (docs/sampling.md)"},
+    {"sampler", "classifier-scale", "auto", "classifier guidance scale s (needs --classifier); auto = 1"},
     {"sampler", "class", "spread", "class of every sample; spread = sample i gets class i mod C"},
     {"sampler", "seed", "0", "seed: sample i is a function of (model, settings, seed, i)"},
     {"runtime", "batch-size", "auto", "samples per forward pass per rank (does not change results); auto = 64 on "
@@ -163,6 +166,18 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
       throw Error(fmt::format("option --{}: only euler and heun churn, not --sampler {}", key, c.sampler));
   if (s("clip-x0") != "auto") c.clip_x0 = option_bool("clip-x0", s("clip-x0"));
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
+  c.classifier = s("classifier");
+  if (s("classifier-scale") != "auto") {
+    if (c.classifier.empty())
+      throw Error(fmt::format("option --classifier-scale {}: needs --classifier (a classifier run folder)",
+                              s("classifier-scale")));
+    c.classifier_scale = option_double("classifier-scale", s("classifier-scale"));
+    if (!std::isfinite(*c.classifier_scale) || *c.classifier_scale < 0)
+      throw Error(fmt::format("option --classifier-scale: {} must be a finite value >= 0", *c.classifier_scale));
+  }
+  if (!c.classifier.empty() && kind != SamplerKind::kDdpm && kind != SamplerKind::kDdim)
+    throw Error(fmt::format("option --classifier: classifier guidance is implemented for --sampler ddpm and ddim, "
+                            "not {}", c.sampler));
   if (s("class") != "spread") {
     c.class_label = option_int("class", s("class"));
     if (*c.class_label < 0) throw Error(fmt::format("option --class: {} must be >= 0", *c.class_label));
@@ -186,6 +201,8 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (c.array_task < 0 || c.array_task >= c.array_tasks)
     throw Error(fmt::format("option --array-task: {} is not in 0 … {} (--array-tasks {})", c.array_task,
                             c.array_tasks - 1, c.array_tasks));
+  if (!c.invert.empty() && !c.classifier.empty())
+    throw Error("option --classifier: DDIM inversion (--invert) is not guided; leave --classifier out");
   if ((!c.invert.empty() || c.interpolate > 0) && (c.sampler != "ddim" || c.eta != 0.0))
     throw Error(fmt::format("option --{}: needs --sampler ddim with --eta 0 (deterministic DDIM)",
                             c.invert.empty() ? "interpolate" : "invert"));

@@ -54,6 +54,9 @@ std::pair<uint32_t, uint64_t> file_crc32(const std::string& path) {
 
 SamplingModel load_checkpoint_model(const SampleConfig& c, const c10::Device& device, Precision precision) {
   TrainedModel t = load_trained_model(c.checkpoint, c.ema, "option --checkpoint");
+  if (t.train.model.classifier_classes > 0)
+    throw Error(fmt::format("option --checkpoint: {} is a noisy-sample classifier (objective = classifier), not a "
+                            "denoiser; give it with --classifier", t.checkpoint_dir));
   t.net->to(device);
   SamplingModel m;
   m.description = fmt::format("{} step {} (ema {})", t.checkpoint_dir, t.step, t.ema);
@@ -69,6 +72,43 @@ SamplingModel load_checkpoint_model(const SampleConfig& c, const c10::Device& de
     return run_network(*net, x, t, y, precision);
   };
   return m;
+}
+
+GuidanceClassifier load_guidance_classifier(const SampleConfig& c, const SamplingModel& m, const c10::Device& device) {
+  TrainedModel t = load_trained_model(c.classifier, "", "option --classifier");
+  const auto& k = t.train;
+  const std::string dir = t.checkpoint_dir;
+  if (k.model.classifier_classes == 0)
+    throw Error(fmt::format("option --classifier: {} is not a classifier (its config has objective = {}); train one "
+                            "with diffusion-train --objective classifier",
+                            dir, k.diffusion.objective));
+  if (k.sample_shape != m.sample_shape)
+    throw Error(fmt::format("option --classifier: {} classifies samples of shape [{}] ([derived] sample-shape: "
+                            "{}), the model generates [{}]",
+                            dir, fmt::join(k.sample_shape, ", "),
+                            k.sample_shape.size() == 3 ? "channels, image size" : "dimension",
+                            fmt::join(m.sample_shape, ", ")));
+  if (k.diffusion.schedule.kind != m.schedule.kind || k.diffusion.schedule.timesteps != m.schedule.timesteps)
+    throw Error(fmt::format("option --classifier: {} was trained on the schedule {} with timesteps = {}, the model "
+                            "on {} with timesteps = {}",
+                            dir, to_string(k.diffusion.schedule.kind), k.diffusion.schedule.timesteps,
+                            to_string(m.schedule.kind), m.schedule.timesteps));
+  if (m.num_classes > 0 && k.model.classifier_classes != m.num_classes)
+    throw Error(fmt::format("option --classifier: {} tells {} classes apart (num-classes in its config), the model "
+                            "is conditioned on {}",
+                            dir, k.model.classifier_classes, m.num_classes));
+  t.net->to(device);
+  GuidanceClassifier g;
+  g.description = fmt::format("{} step {} (ema {}, {} classes)", dir, t.step, t.ema, k.model.classifier_classes);
+  g.identity = {{"checkpoint", dir}, {"step", t.step}, {"ema", t.ema}};
+  g.num_classes = k.model.classifier_classes;
+  // float32 whatever --precision: the gradient is a small difference of logits.
+  g.grad = [net = t.net](const at::Tensor& x, const at::Tensor& tau, const at::Tensor& y) {
+    return classifier_log_prob_grad(
+        [&](const at::Tensor& xi, const at::Tensor& ti) { return run_network(*net, xi, ti, {}, Precision::kFp32); }, x,
+        tau, y);
+  };
+  return g;
 }
 
 SamplingModel load_torchscript_model(const TorchScriptModel& c, const c10::Device& device, Precision precision) {

@@ -41,6 +41,22 @@ SamplingModel load_checkpoint_model(const SampleConfig& config, const c10::Devic
 SamplingModel load_torchscript_model(const TorchScriptModel& config, const c10::Device& device,
                                      Precision precision);
 
+// The classifier of classifier guidance (--classifier DIR): a run of diffusion-train
+// --objective classifier, in float32 on the model's device.
+struct GuidanceClassifier {
+  std::string description;            // for the log
+  nlohmann::json identity;            // manifest settings "classifier": checkpoint path+step+ema
+  int64_t num_classes = 0;            // K, the classes it tells apart
+  ClassifierGradFn grad;              // (x_t, τ, y) -> ∇_x log p(y | x_t)
+};
+
+// Loads --classifier and checks it against the model `m` samples from, before anything is
+// written: it must be a classifier, of m's sample shape (image size and channels, or
+// dimension), trained on m's schedule (kind and T), and with m's classes when m is
+// conditional. Each refusal names the folder and the setting.
+GuidanceClassifier load_guidance_classifier(const SampleConfig& config, const SamplingModel& m,
+                                            const c10::Device& device);
+
 // CRC32 (zlib's) and byte size of a file, the identity of model and input files in manifests.
 std::pair<uint32_t, uint64_t> file_crc32(const std::string& path);
 

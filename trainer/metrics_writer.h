@@ -19,6 +19,7 @@ struct MetricsRecord {
   int64_t images_seen = 0;
   int64_t skipped_steps = 0;
   double eta_s = 0;
+  double accuracy = -1;  // a classifier's train accuracy on its noisy inputs; written when >= 0
 };
 
 class MetricsWriter {

@@ -19,6 +19,7 @@ class DenoiserImpl;
 struct ObjectiveLosses {
   at::Tensor loss;  // [m], what is minimised (the rank minimises its local mean)
   at::Tensor t;     // int64 [m], the timesteps the losses were taken at (for the t-quarter stats)
+  at::Tensor correct;  // a classifier's: [m], 1 where its top logit is the label; undefined otherwise
 };
 
 class TrainingObjective {

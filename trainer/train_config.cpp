@@ -22,6 +22,13 @@ void validate_train_config(const TrainConfig& c, int world_size) {
     fail("model", fmt::format("'{}' is not unet or mlp", c.model.kind));
   if (c.diffusion.schedule.timesteps < 2)
     fail("timesteps", fmt::format("T = {}, expected T >= 2", c.diffusion.schedule.timesteps));
+  // Classifier guidance's classifier (--objective classifier).
+  if (c.diffusion.objective != "denoise" && c.diffusion.objective != "classifier")
+    fail("objective", fmt::format("'{}' is not denoise or classifier", c.diffusion.objective));
+  if (c.diffusion.objective == "classifier" && c.diffusion.class_conditional)
+    fail("class-cond", "a classifier (--objective classifier) is not conditioned on a label; leave --class-cond out");
+  if (c.diffusion.objective == "classifier" && c.diffusion.learned_variance)
+    fail("learned-variance", "a classifier (--objective classifier) predicts no variance; leave it out");
   if (c.diffusion.p_uncond < 0 || c.diffusion.p_uncond >= 1)
     fail("p-uncond", fmt::format("{} is not in [0, 1)", c.diffusion.p_uncond));
   const auto& o = c.optim;
@@ -57,6 +64,8 @@ void apply_data_shape(TrainConfig& c, const std::vector<int64_t>& sample_shape, 
   }
   c.num_classes = c.diffusion.class_conditional ? num_classes : 0;
   c.model.unet.num_classes = c.model.mlp.num_classes = c.num_classes;
+  // A classifier tells the data's classes apart; it is conditioned on none.
+  c.model.classifier_classes = c.diffusion.objective == "classifier" ? num_classes : 0;
 }
 
 void validate_data_fits_model(const TrainConfig& c, const DatasetInfo& info) {
@@ -78,6 +87,9 @@ void validate_data_fits_model(const TrainConfig& c, const DatasetInfo& info) {
     throw Error(fmt::format("{}: --learned-variance needs 8-bit images: its t = 0 term is the "
                             "256-bin decoder likelihood, which means nothing for vectors",
                             info.path));
+  if (c.diffusion.objective == "classifier" && (!info.has_labels || info.num_classes < 2))
+    throw Error(fmt::format("{}: --objective classifier trains on the data's `labels` (at least 2 classes), but the "
+                            "file has {}", info.path, info.has_labels ? fmt::format("{} class", info.num_classes) : "none"));
   if (c.diffusion.class_conditional && !info.has_labels)
     throw Error(fmt::format("{}: has no `labels`, but --class-cond is set", info.path));
   if (c.data.random_flip && !images)

@@ -26,6 +26,10 @@ struct DiffusionOptions {
   double vlb_weight = 0.001;
   bool class_conditional = false;
   double p_uncond = 0.1;  // label dropped to the null label with this probability
+  // --objective: what is trained. "denoise" (the default) or "classifier": a time-conditional
+  // classifier of x_t for classifier guidance (trainer/classifier_objective.h), with as many
+  // classes as the data's labels.
+  std::string objective = "denoise";
 };
 
 struct OptimOptions {
@@ -76,7 +80,7 @@ struct DistilledInfo {
 
 struct TrainConfig;
 // Fills in what comes from the data: channels (images [C, H, W]) or dimension (vectors [D]),
-// and the class count of a class-conditional model (0 otherwise).
+// and the class count of a class-conditional model (0 otherwise) or of a classifier.
 void apply_data_shape(TrainConfig& config, const std::vector<int64_t>& sample_shape, int64_t num_classes);
 
 struct TrainConfig {
@@ -92,6 +96,7 @@ struct TrainConfig {
   // Derived from the data by apply_data_shape.
   std::vector<int64_t> sample_shape;  // [C, H, W] or [D]
   int64_t num_classes = 0;            // classes the model is conditioned on; 0 = unconditional
+  // (a classifier's classes are model.classifier_classes)
   DistilledInfo distilled;            // from the [distilled] section, if any
 };
 

@@ -44,6 +44,9 @@ const OptionSpec kOptions[] = {
     {"diffusion", "vlb-weight", "0.001", "lambda of L_hybrid = L_simple + lambda*L_vlb (L_vlb sums T terms)"},
     {"diffusion", "class-cond", "false", "class-conditional (needs labels)"},
     {"diffusion", "p-uncond", "0.1", "probability of dropping the label (guidance)"},
+    // Classifier guidance (docs/sampling.md, "Classifier guidance").
+    {"diffusion", "objective", "denoise", "what is trained: denoise | classifier (a noisy-sample classifier for "
+     "diffusion-sample --classifier)"},
     {"optimiser", "steps", "1000", "total optimiser steps"},
     {"optimiser", "batch-size", "64", "global batch size over all ranks"},
     {"optimiser", "micro-batch", "0", "per-rank micro-batch (gradient accumulation); 0 = off"},
@@ -120,6 +123,7 @@ TrainConfig config_from_values(const OptionValues& values) {
   d.vlb_weight = option_double("vlb-weight", s("vlb-weight"));
   d.class_conditional = option_bool("class-cond", s("class-cond"));
   d.p_uncond = option_double("p-uncond", s("p-uncond"));
+  d.objective = s("objective");  // checked by validate_train_config
   u.learned_variance = m.mlp.learned_variance = d.learned_variance;
 
   auto& o = config.optim;
@@ -179,7 +183,7 @@ TrainConfig parse_resolved_config(const std::string& text, const std::string& so
     const auto key = line.substr(0, eq), value = line.substr(eq + 3);
     if (section == "[derived]") {
       if (key == "sample-shape") shape = option_int_list("sample-shape", value);
-      if (key == "num-classes") num_classes = option_int("num-classes", value);
+      if (key == "num-classes") num_classes = option_int("num-classes", value);  // a classifier's classes too
     } else if (section == "[distilled]") {
       if (key == "sampling-steps") distilled.sampling_steps = option_int(key, value);
       else if (key == "timesteps") distilled.timesteps = option_int_list(key, value);

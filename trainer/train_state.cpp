@@ -26,7 +26,8 @@ std::string model_identity(const std::string& resolved_text) {
   std::istringstream in(resolved_text);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line[0] == '[') keep = line == "[model]" || line == "[diffusion]" || line == "[distilled]";
-    if (keep && !line.empty()) out += line + "\n";
+    // "objective = denoise" is the default that folders written before the option lack.
+    if (keep && !line.empty() && line != "objective = denoise") out += line + "\n";
   }
   return out;
 }

@@ -30,6 +30,7 @@
 #include "core/models/denoiser.h"
 #include "datasets/dataset_file.h"
 #include "datasets/shard_reader.h"
+#include "trainer/classifier_objective.h"
 #include "trainer/ema.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics_writer.h"
@@ -87,7 +88,7 @@ DeviceBatch to_device(const ShardBatch& batch, const c10::Device& device, bool c
 // gradients over the ranks while the last backward runs. Gradients hold the global-batch mean.
 void forward_backward(DenoiserImpl& model, TrainingObjective& objective, GradBucketer& bucketer,
                       const DeviceBatch& batch, const TrainingDraws& draws, int64_t num_classes,
-                      int64_t micro, StepStats& stats) {
+                      bool classifier, int64_t micro, StepStats& stats) {
   const int64_t local_batch = batch.x.size(0);
   for (int64_t begin = 0; begin < local_batch; begin += micro) {
     const int64_t end = std::min(begin + micro, local_batch);
@@ -96,6 +97,8 @@ void forward_backward(DenoiserImpl& model, TrainingObjective& objective, GradBuc
     if (num_classes > 0) {
       const auto labels = batch.labels.slice(0, begin, end);
       y = torch::where(draws.drop_label.slice(0, begin, end), torch::full_like(labels, num_classes), labels);
+    } else if (classifier) {
+      y = batch.labels.slice(0, begin, end);  // a classifier's targets: never dropped
     }
     const auto terms = objective.losses(model, x0, y, draws.t.slice(0, begin, end), draws.eps.slice(0, begin, end));
     // Each rank minimises its local mean; the bucketer averages over ranks.
@@ -103,7 +106,7 @@ void forward_backward(DenoiserImpl& model, TrainingObjective& objective, GradBuc
     if (last) bucketer.prepare_for_backward();
     (terms.loss.sum() / static_cast<double>(local_batch)).backward();
     if (last) bucketer.finish();
-    stats.add(terms.loss, terms.t);
+    stats.add(terms.loss, terms.t, terms.correct);
   }
 }
 
@@ -140,8 +143,11 @@ TrainResult Trainer::run() {
                            : std::vector<int64_t>{info.sample_shape[0]},
                      info.num_classes);
     // The resolved text also records what came from the data.
+    // num-classes: the classes a conditional model is conditioned on, or a classifier's.
+    const bool classifier = c.model.classifier_classes > 0;
     c.resolved_text += fmt::format("[derived]\nsample-shape = {}\nnum-classes = {}\nworld-size = {}\n",
-                                   fmt::join(c.sample_shape, ","), c.num_classes, world);
+                                   fmt::join(c.sample_shape, ","), classifier ? c.model.classifier_classes : c.num_classes,
+                                   world);
     // Refuse another model's folder before writing anything.
     std::ifstream existing(config_path);
     if (rank == 0 && existing) {
@@ -154,13 +160,15 @@ TrainResult Trainer::run() {
   if (c.optim.threads > 0) torch::set_num_threads(c.optim.threads);
 
   // --- model, optimiser, EMA ------------------------------------------------------------------
-  std::unique_ptr<TrainingObjective> denoising;
-  if (!objective_) {
-    denoising = std::make_unique<DenoisingObjective>(
+  std::unique_ptr<TrainingObjective> own_objective;  // when the caller gives none
+  if (!objective_ && c.diffusion.objective == "classifier") {
+    own_objective = std::make_unique<ClassifierObjective>(NoiseSchedule::from_config(c.diffusion.schedule), precision);
+  } else if (!objective_) {
+    own_objective = std::make_unique<DenoisingObjective>(
         NoiseSchedule::from_config(c.diffusion.schedule),
         LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight}, precision);
   }
-  TrainingObjective& objective = objective_ ? *objective_ : *denoising;
+  TrainingObjective& objective = objective_ ? *objective_ : *own_objective;
   torch::manual_seed(c.optim.seed);
   // Built and initialised on the CPU, so the initial weights do not depend on the device.
   auto model = make_denoiser(c.model);
@@ -257,7 +265,8 @@ TrainResult Trainer::run() {
                                            objective.timestep_draws(), c.diffusion.p_uncond, device);
     bucketer.zero_grad();
     stats.begin_step(batch.x);
-    forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, micro, stats);
+    forward_backward(*model, objective, bucketer, batch, draws, c.num_classes, c.model.classifier_classes > 0, micro,
+                     stats);
 
     // clip → step → EMA. Gradients are identical on every rank, so every rank takes the same
     // decision; the norm is the one host read the step needs.
@@ -296,6 +305,7 @@ TrainResult Trainer::run() {
       record.total_steps = c.optim.steps;
       record.loss = summary.loss;
       record.loss_per_t_quarter = summary.loss_per_quarter;
+      record.accuracy = summary.accuracy;
       record.grad_norm = grad_norm;
       record.lr = lr;
       record.images_per_s = window_images / std::max(window_s, 1e-9);

@@ -49,11 +49,36 @@ int64_t evaluations_per_sample(SamplerKind kind, int64_t steps) {
 
 at::Tensor ddpm_step(const NoiseSchedule& s, int64_t index, const at::Tensor& xt,
                      const at::Tensor& output, Prediction prediction, VarianceKind variance,
-                     bool clip_x0, const at::Tensor& noise) {
+                     bool clip_x0, const at::Tensor& noise, const at::Tensor& classifier_grad,
+                     double classifier_scale) {
   const auto t = torch::full({xt.size(0)}, index, torch::kLong);
   const auto step = p_mean_variance(s, prediction, variance, output, xt, t, clip_x0);
-  if (index == 0) return step.p.mean;  // no noise on the last step
-  return step.p.mean + (0.5 * step.p.log_variance).exp() * noise;
+  const auto mean = classifier_grad.defined()
+                        ? classifier_guided_mean(step.p.mean, step.p.log_variance, classifier_grad, classifier_scale)
+                        : step.p.mean;
+  if (index == 0) return mean;  // no noise on the last step
+  return mean + (0.5 * step.p.log_variance).exp() * noise;
+}
+
+at::Tensor classifier_guided_mean(const at::Tensor& mean, const at::Tensor& log_variance, const at::Tensor& grad,
+                                  double scale) {
+  return mean + scale * log_variance.exp() * grad;
+}
+
+at::Tensor classifier_guided_eps(const at::Tensor& eps, double alpha_bar_t, const at::Tensor& grad, double scale) {
+  return eps - (scale * std::sqrt(1.0 - alpha_bar_t)) * grad;
+}
+
+at::Tensor classifier_log_prob_grad(const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& logits,
+                                    const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+  torch::AutoGradMode grad_mode(true);
+  const auto xi = x.detach().to(torch::kFloat32).requires_grad_(true);
+  const auto out = logits(xi, t).to(torch::kFloat32);  // [B, K]
+  if (out.dim() != 2 || out.size(0) != x.size(0))
+    throw Error(fmt::format("classifier: output has shape [{}], expected logits [{}, K]", fmt::join(out.sizes(), ", "),
+                            x.size(0)));
+  const auto log_p = torch::log_softmax(out, /*dim=*/1).gather(1, y.to(out.device(), torch::kLong).unsqueeze(1));
+  return torch::autograd::grad({log_p.sum()}, {xi})[0].detach();
 }
 
 at::Tensor ddim_step(double alpha_bar_t, double alpha_bar_next, const at::Tensor& x0,
@@ -98,7 +123,8 @@ at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, in
   const int64_t B = x.size(0);
   const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0;
   const auto on = x.options().dtype(torch::kLong);
-  if (!guide) return model(x, torch::full({B}, tau, on), labels);
+  // An unconditional model is given no labels (they may be a classifier's targets).
+  if (!guide) return model(x, torch::full({B}, tau, on), config_.num_classes > 0 ? labels : at::Tensor());
   // Both halves in one batch: [conditional; unconditional].
   const auto null = torch::full({B}, config_.num_classes, on);
   const auto out = model(torch::cat({x, x}), torch::full({2 * B}, tau, on),
@@ -116,7 +142,7 @@ at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, in
 
 at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
                            const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
-                           const at::Tensor& x_T) const {
+                           const at::Tensor& x_T, const ClassifierGradFn& classifier) const {
   const auto B = static_cast<int64_t>(indices.size());
   // One keyed stream per (sample, draw): x_T is draw 0, then each noisy step's noise in order;
   // a draw is one keyed_normal pass over the batch, on the sampling device.
@@ -137,25 +163,37 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
                               fmt::join(x.sizes(), ", ")));
     x = x_T.to(config_.device, torch::kFloat32).clone();
   }
+  if (classifier && (is_fast_sampler(config_.kind) || !labels.defined()))
+    throw Error(fmt::format("classifier guidance needs target labels and --sampler ddpm or ddim, not {}",
+                            to_string(config_.kind)));
   if (is_fast_sampler(config_.kind)) return sample_fast(model, x, labels, draw);
   const auto S = static_cast<int64_t>(timesteps_.size());
   const int64_t C = x.size(1);
   torch::NoGradGuard no_grad;
   for (int64_t k = 0; k < S; ++k) {
     const int64_t tau = timesteps_[k];
+    const auto t = torch::full({B}, tau, x.options().dtype(torch::kLong));
     auto out = model_output(model, x, tau, labels);
+    // g = ∇_x log p(y | x_t) at the original timestep τ (the classifier's own autograd scope).
+    const at::Tensor grad = classifier ? classifier(x, t, labels) : at::Tensor();
     if (config_.kind == SamplerKind::kDdpm) {
       const int64_t index = S - 1 - k;  // position in the respaced (ascending) chain
       const auto noise = index > 0 ? draw() : torch::zeros_like(x);
-      x = ddpm_step(respaced_, index, x, out, config_.prediction, config_.variance, config_.clip_x0, noise);
+      x = ddpm_step(respaced_, index, x, out, config_.prediction, config_.variance, config_.clip_x0, noise, grad,
+                    config_.classifier_scale);
     } else {
       if (out.size(1) == 2 * C) out = out.slice(1, 0, C);  // DDIM ignores a learned variance
-      const auto t = torch::full({B}, tau, x.options().dtype(torch::kLong));
-      const auto d = interpret_output(training_, config_.prediction, x, t, out, config_.clip_x0);
+      auto d = interpret_output(training_, config_.prediction, x, t, out, config_.clip_x0);
+      const double ab = training_.alpha_bar(tau);
+      if (grad.defined()) {
+        // ε̂' and the x̂_0 it implies, unclipped (as ADM's condition_score).
+        d.eps = classifier_guided_eps(d.eps, ab, grad, config_.classifier_scale);
+        d.x0 = (x - std::sqrt(1.0 - ab) * d.eps) / std::sqrt(ab);
+      }
       // After the last step ᾱ = 1 (clean data), as the DDIM paper's code does.
       const double ab_next = k + 1 < S ? training_.alpha_bar(timesteps_[k + 1]) : 1.0;
       const auto noise = config_.eta > 0 ? draw() : at::Tensor();
-      x = ddim_step(training_.alpha_bar(tau), ab_next, d.x0, d.eps, config_.eta, noise);
+      x = ddim_step(ab, ab_next, d.x0, d.eps, config_.eta, noise);
     }
   }
   return x;

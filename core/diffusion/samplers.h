@@ -45,6 +45,9 @@ struct SamplerConfig {
   Prediction prediction = Prediction::kEps;
   bool clip_x0 = false;                                  // image data only
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = plain conditional
+  // Classifier guidance s (DDPM and DDIM only): used when sample() is given a classifier
+  // gradient; applied after classifier-free guidance.
+  double classifier_scale = 1.0;
   int64_t num_classes = 0;      // > 0: conditional model whose null label is num_classes
   uint64_t seed = 0;
   // Where x_T and the per-step noise are drawn (keyed_normal gives the same values on CPU and
@@ -53,10 +56,21 @@ struct SamplerConfig {
 };
 
 // x_{t-1} = μ_θ + exp(½ log Σ) z, no noise at the last step (index 0). `index` indexes the
-// (respaced) schedule; `output` is the network output at (x_t, τ_index).
+// (respaced) schedule; `output` is the network output at (x_t, τ_index). With a classifier
+// gradient g = ∇_x log p(y | x_t) the mean is shifted first: μ + s Σ g (classifier_guided_mean).
 at::Tensor ddpm_step(const NoiseSchedule& s, int64_t index, const at::Tensor& xt,
                      const at::Tensor& output, Prediction prediction, VarianceKind variance,
-                     bool clip_x0, const at::Tensor& noise);
+                     bool clip_x0, const at::Tensor& noise, const at::Tensor& classifier_grad = {},
+                     double classifier_scale = 0.0);
+
+// Classifier guidance (Dhariwal & Nichol 2021; docs/math.md "Classifier guidance"), given
+// g = ∇_x log p(y | x_t):
+// DDPM (their Algorithm 1): μ' = μ + s Σ g, with Σ = exp(log_variance) the step's variance.
+at::Tensor classifier_guided_mean(const at::Tensor& mean, const at::Tensor& log_variance,
+                                  const at::Tensor& grad, double scale);
+// DDIM (their eq. 14, Algorithm 2): ε̂' = ε̂ - s √(1-ᾱ_t) g.
+at::Tensor classifier_guided_eps(const at::Tensor& eps, double alpha_bar_t, const at::Tensor& grad,
+                                 double scale);
 
 // DDIM from ᾱ_t to ᾱ_{t'} (docs/math.md): x_{t'} = √ᾱ_{t'} x̂_0 + √(1-ᾱ_{t'}-σ²) ε̂ + σ z with
 // σ = η √((1-ᾱ_{t'})/(1-ᾱ_t)) √(1 - ᾱ_t/ᾱ_{t'}). With alpha_bar_next > alpha_bar_t this is
@@ -76,6 +90,16 @@ at::Tensor slerp(const at::Tensor& a, const at::Tensor& b, double lambda);
 // [B] or undefined) → output.
 using DenoiseFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
 
+// A classifier as the sampler sees it: x_t, original timesteps τ (int64 [B]), target labels
+// (int64 [B]) → g = ∇_x log p(y | x_t), x's shape, float32.
+using ClassifierGradFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+// g = ∇_x log softmax(logits(x, t))_y by autograd, in float32 whatever the caller's grad mode:
+// `logits` maps (x [B, …], t [B]) to [B, K]. Rows do not interact (the sum over the batch has
+// row b's gradient in row b).
+at::Tensor classifier_log_prob_grad(const std::function<at::Tensor(const at::Tensor&, const at::Tensor&)>& logits,
+                                    const at::Tensor& x, const at::Tensor& t, const at::Tensor& y);
+
 class Sampler {
  public:
   // `training` is the schedule the model was trained with (T steps).
@@ -87,9 +111,12 @@ class Sampler {
   // given) is the keyed normal row of stream_key(seed, kSampleNoise, {i, k}), drawn on
   // config.device. `labels` int64 [B] for conditional models, undefined for unconditional.
   // With guidance (scale != 1 and labels given) both halves run in one batch of 2B.
+  // `classifier` (DDPM and DDIM only): classifier guidance towards `labels` with
+  // config.classifier_scale, after any classifier-free guidance; the model itself gets the
+  // labels only when it is conditional (config.num_classes > 0).
   at::Tensor sample(const DenoiseFn& model, const std::vector<int64_t>& indices,
                     const std::vector<int64_t>& sample_shape, const at::Tensor& labels,
-                    const at::Tensor& x_T = {}) const;
+                    const at::Tensor& x_T = {}, const ClassifierGradFn& classifier = {}) const;
 
   // DDIM inversion (docs/math.md "Samplers": η = 0 forward in time): from data x_0 (ᾱ = 1) up
   // through the visited timesteps in ascending order, each step using ε̂ at (x_t, t); the first

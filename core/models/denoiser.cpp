@@ -7,12 +7,14 @@
 #include <cmath>
 
 #include "core/base/error.h"
+#include "core/models/classifier.h"
 #include "core/models/mlp_denoiser.h"
 #include "core/models/unet.h"
 
 namespace diffusion {
 
 std::shared_ptr<DenoiserImpl> make_denoiser(const ModelConfig& config) {
+  if (config.classifier_classes > 0) return make_classifier(config);
   if (config.kind == "unet") return std::make_shared<UNetImpl>(config.unet);
   if (config.kind == "mlp") return std::make_shared<MlpDenoiserImpl>(config.mlp);
   throw Error(fmt::format("unknown model kind '{}': expected unet or mlp", config.kind));

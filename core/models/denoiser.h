@@ -24,6 +24,8 @@ class DenoiserImpl : public torch::nn::Module {
   virtual bool learned_variance() const = 0;
 };
 
+// The network `config` describes: a UNet or MLP denoiser, or with classifier_classes > 0 the
+// classifier of that kind (core/models/classifier.h), whose output is logits [B, K].
 std::shared_ptr<DenoiserImpl> make_denoiser(const ModelConfig& config);
 
 int64_t count_parameters(const torch::nn::Module& module);

@@ -40,6 +40,10 @@ struct ModelConfig {
   std::string kind = "unet";  // unet | mlp
   UNetConfig unet;
   MlpConfig mlp;
+  // > 0: not a denoiser but a time-conditional classifier of x_t with this many logits, built
+  // from the same unet/mlp settings (core/models/classifier.h; diffusion-train --objective
+  // classifier).
+  int64_t classifier_classes = 0;
 };
 
 }  // namespace diffusion

@@ -26,7 +26,16 @@ void zero_init(Module& m) {
   for (auto& p : m->parameters()) p.zero_();
 }
 
-void validate(const UNetConfig& c) {
+// Self-attention after the blocks at downsampling factor `ds` (attention resolutions are sizes
+// for an input of image_size).
+bool wants_attention(const UNetConfig& c, int64_t ds) {
+  return std::any_of(c.attention_resolutions.begin(), c.attention_resolutions.end(),
+                     [&](int64_t r) { return c.image_size / r == ds; });
+}
+
+}  // namespace
+
+void validate_unet_config(const UNetConfig& c) {
   const auto fail = [](const std::string& what) { throw Error("unet config: " + what); };
   if (c.in_channels < 1) fail(fmt::format("in_channels = {}, expected >= 1", c.in_channels));
   if (c.channel_mult.empty()) fail("channel_mult is empty");
@@ -47,8 +56,6 @@ void validate(const UNetConfig& c) {
   if (c.dropout < 0 || c.dropout >= 1) fail(fmt::format("dropout = {}, expected [0, 1)", c.dropout));
   if (c.num_classes < 0) fail("num_classes must be >= 0");
 }
-
-}  // namespace
 
 ResBlockImpl::ResBlockImpl(int64_t in_channels, int64_t out_channels, int64_t emb_dim,
                            double dropout, int64_t groups) {
@@ -91,53 +98,79 @@ at::Tensor AttentionBlockImpl::forward(const at::Tensor& x) {
   return x + proj_(a);
 }
 
-UNetImpl::UNetImpl(const UNetConfig& config) : config_(config) {
-  validate(config_);
-  const int64_t ch = config_.base_channels;
+UNetEncoder build_unet_encoder(nn::Module& owner, const UNetConfig& config, const std::function<void()>& between) {
+  validate_unet_config(config);
+  const int64_t ch = config.base_channels;
   const int64_t emb_dim = 4 * ch;
-  const int64_t groups = config_.num_groups;
-  std::vector<int64_t> attention_factors;
-  for (int64_t r : config_.attention_resolutions) attention_factors.push_back(config_.image_size / r);
-  const auto wants_attention = [&](int64_t ds) {
-    return std::find(attention_factors.begin(), attention_factors.end(), ds) != attention_factors.end();
-  };
+  const int64_t groups = config.num_groups;
 
-  time_mlp_ = register_module(
+  UNetEncoder e;
+  e.time_mlp = owner.register_module(
       "time_mlp", nn::Sequential(nn::Linear(ch, emb_dim), nn::SiLU(), nn::Linear(emb_dim, emb_dim)));
-  if (config_.num_classes > 0)
-    class_embedding_ =
-        register_module("class_embedding", nn::Embedding(config_.num_classes + 1, emb_dim));
-  conv_in_ = register_module("conv_in", conv3x3(config_.in_channels, ch));
+  if (between) between();
+  e.conv_in = owner.register_module("conv_in", conv3x3(config.in_channels, ch));
 
   // Down path; skip_channels records what each stage leaves for the up path.
-  std::vector<int64_t> skip_channels{ch};
+  e.skip_channels = {ch};
   int64_t cur = ch, ds = 1;
-  const auto levels = static_cast<int64_t>(config_.channel_mult.size());
+  const auto levels = static_cast<int64_t>(config.channel_mult.size());
   for (int64_t level = 0; level < levels; ++level) {
-    for (int64_t i = 0; i < config_.num_res_blocks; ++i) {
-      const int64_t out = config_.channel_mult[level] * ch;
-      Stage stage;
-      const std::string name = fmt::format("down{}", down_.size());
-      stage.res = register_module(name + "_res", ResBlock(cur, out, emb_dim, config_.dropout, groups));
-      if (wants_attention(ds))
-        stage.attn = register_module(name + "_attn", AttentionBlock(out, config_.num_heads, groups));
-      down_.push_back(stage);
+    for (int64_t i = 0; i < config.num_res_blocks; ++i) {
+      const int64_t out = config.channel_mult[level] * ch;
+      UNetStage stage;
+      const std::string name = fmt::format("down{}", e.down.size());
+      stage.res = owner.register_module(name + "_res", ResBlock(cur, out, emb_dim, config.dropout, groups));
+      if (wants_attention(config, ds))
+        stage.attn = owner.register_module(name + "_attn", AttentionBlock(out, config.num_heads, groups));
+      e.down.push_back(stage);
       cur = out;
-      skip_channels.push_back(cur);
+      e.skip_channels.push_back(cur);
     }
     if (level + 1 < levels) {
-      Stage stage;
-      stage.resample = register_module(fmt::format("down{}_downsample", down_.size()),
-                                       conv3x3(cur, cur, /*stride=*/2));
-      down_.push_back(stage);
-      skip_channels.push_back(cur);
+      UNetStage stage;
+      stage.resample = owner.register_module(fmt::format("down{}_downsample", e.down.size()),
+                                             conv3x3(cur, cur, /*stride=*/2));
+      e.down.push_back(stage);
+      e.skip_channels.push_back(cur);
       ds *= 2;
     }
   }
 
-  mid_res1_ = register_module("mid_res1", ResBlock(cur, cur, emb_dim, config_.dropout, groups));
-  mid_attn_ = register_module("mid_attn", AttentionBlock(cur, config_.num_heads, groups));
-  mid_res2_ = register_module("mid_res2", ResBlock(cur, cur, emb_dim, config_.dropout, groups));
+  e.mid_res1 = owner.register_module("mid_res1", ResBlock(cur, cur, emb_dim, config.dropout, groups));
+  e.mid_attn = owner.register_module("mid_attn", AttentionBlock(cur, config.num_heads, groups));
+  e.mid_res2 = owner.register_module("mid_res2", ResBlock(cur, cur, emb_dim, config.dropout, groups));
+  e.channels = cur;
+  e.downsample = ds;
+  return e;
+}
+
+at::Tensor run_unet_encoder(UNetEncoder& e, const at::Tensor& x, const at::Tensor& emb, std::vector<at::Tensor>* skips) {
+  auto h = e.conv_in(x);  // [B, ch, H, W]
+  if (skips) skips->push_back(h);
+  for (auto& stage : e.down) {
+    if (stage.resample) {
+      h = stage.resample(h);
+    } else {
+      h = stage.res(h, emb);
+      if (stage.attn) h = stage.attn(h);
+    }
+    if (skips) skips->push_back(h);
+  }
+  return e.mid_res2(e.mid_attn(e.mid_res1(h, emb)), emb);
+}
+
+UNetImpl::UNetImpl(const UNetConfig& config) : config_(config) {
+  encoder_ = build_unet_encoder(*this, config_, [&] {
+    if (config_.num_classes > 0)
+      class_embedding_ =
+          register_module("class_embedding", nn::Embedding(config_.num_classes + 1, 4 * config_.base_channels));
+  });
+  const int64_t ch = config_.base_channels;
+  const int64_t emb_dim = 4 * ch;
+  const int64_t groups = config_.num_groups;
+  std::vector<int64_t> skip_channels = encoder_.skip_channels;
+  int64_t cur = encoder_.channels, ds = encoder_.downsample;
+  const auto levels = static_cast<int64_t>(config_.channel_mult.size());
 
   // Up path: num_res_blocks + 1 blocks per level, each concatenating one skip.
   for (int64_t level = levels - 1; level >= 0; --level) {
@@ -145,17 +178,17 @@ UNetImpl::UNetImpl(const UNetConfig& config) : config_(config) {
       const int64_t skip = skip_channels.back();
       skip_channels.pop_back();
       const int64_t out = config_.channel_mult[level] * ch;
-      Stage stage;
+      UNetStage stage;
       const std::string name = fmt::format("up{}", up_.size());
       stage.res =
           register_module(name + "_res", ResBlock(cur + skip, out, emb_dim, config_.dropout, groups));
-      if (wants_attention(ds))
+      if (wants_attention(config_, ds))
         stage.attn = register_module(name + "_attn", AttentionBlock(out, config_.num_heads, groups));
       up_.push_back(stage);
       cur = out;
     }
     if (level > 0) {
-      Stage stage;
+      UNetStage stage;
       stage.resample = register_module(fmt::format("up{}_upsample", up_.size()), conv3x3(cur, cur));
       up_.push_back(stage);
       ds /= 2;
@@ -172,25 +205,12 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   if (x.dim() != 4 || x.size(1) != config_.in_channels)
     throw Error(fmt::format("unet: input has shape [{}], expected [B, {}, H, W]",
                             fmt::join(x.sizes(), ", "), config_.in_channels));
-  auto emb = time_mlp_->forward(timestep_embedding(t, config_.base_channels));  // [B, 4ch]
+  auto emb = encoder_.time_mlp->forward(timestep_embedding(t, config_.base_channels));  // [B, 4ch]
   if (class_embedding_)
     emb = emb + class_embedding_(labels_or_null(y, x.size(0), config_.num_classes, x.device()));
 
   std::vector<at::Tensor> skips;
-  auto h = conv_in_(x);  // [B, ch, H, W]
-  skips.push_back(h);
-  for (auto& stage : down_) {
-    if (stage.resample) {
-      h = stage.resample(h);
-    } else {
-      h = stage.res(h, emb);
-      if (stage.attn) h = stage.attn(h);
-    }
-    skips.push_back(h);
-  }
-
-  h = mid_res2_(mid_attn_(mid_res1_(h, emb)), emb);
-
+  auto h = run_unet_encoder(encoder_, x, emb, &skips);
   for (auto& stage : up_) {
     if (stage.resample) {
       // Upsample to the size of the skip that comes next, so odd sizes (28 → 14 → 7 → 4) find

@@ -10,6 +10,7 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <functional>
 #include <vector>
 
 #include "core/models/denoiser.h"
@@ -46,6 +47,37 @@ class AttentionBlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(AttentionBlock);
 
+// One stage of a UNet's down or up path, applied in order: a residual block (with attention
+// after it when set), or a resampling convolution.
+struct UNetStage {
+  ResBlock res{nullptr};
+  AttentionBlock attn{nullptr};
+  torch::nn::Conv2d resample{nullptr};
+};
+
+// The encoder half the UNet and the noisy-image classifier (core/models/classifier.h) share:
+// the time embedding MLP, conv_in, the down path and the middle blocks, registered on `owner`
+// under the UNet's names ("time_mlp", "conv_in", "down{i}_res", "mid_res1", ...).
+struct UNetEncoder {
+  torch::nn::Sequential time_mlp{nullptr};
+  torch::nn::Conv2d conv_in{nullptr};
+  std::vector<UNetStage> down;
+  ResBlock mid_res1{nullptr}, mid_res2{nullptr};
+  AttentionBlock mid_attn{nullptr};
+  std::vector<int64_t> skip_channels;  // what each down stage (and conv_in) leaves for an up path
+  int64_t channels = 0;                // channels after the middle
+  int64_t downsample = 1;              // total downsampling factor of the down path
+};
+void validate_unet_config(const UNetConfig& config);
+// Registers the time MLP, then runs `between` (the UNet registers its class embedding there,
+// keeping its parameter order), then conv_in, the down path and the middle.
+UNetEncoder build_unet_encoder(torch::nn::Module& owner, const UNetConfig& config,
+                               const std::function<void()>& between = {});
+// x [B, C, H, W], emb [B, 4ch] → the middle's output; each stage's output is appended to `skips`
+// when given.
+at::Tensor run_unet_encoder(UNetEncoder& encoder, const at::Tensor& x, const at::Tensor& emb,
+                            std::vector<at::Tensor>* skips = nullptr);
+
 class UNetImpl : public DenoiserImpl {
  public:
   explicit UNetImpl(const UNetConfig& config);
@@ -55,22 +87,12 @@ class UNetImpl : public DenoiserImpl {
   const UNetConfig& config() const { return config_; }
 
  private:
-  // One stage of the down or up path, applied in order: a residual block (with attention
-  // after it when set), or a resampling convolution.
-  struct Stage {
-    ResBlock res{nullptr};
-    AttentionBlock attn{nullptr};
-    torch::nn::Conv2d resample{nullptr};
-  };
-
   UNetConfig config_;
-  torch::nn::Sequential time_mlp_{nullptr};
+  UNetEncoder encoder_;
   torch::nn::Embedding class_embedding_{nullptr};
-  torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};
+  torch::nn::Conv2d conv_out_{nullptr};
   torch::nn::GroupNorm norm_out_{nullptr};
-  std::vector<Stage> down_, up_;
-  ResBlock mid_res1_{nullptr}, mid_res2_{nullptr};
-  AttentionBlock mid_attn_{nullptr};
+  std::vector<UNetStage> up_;
 };
 
 }  // namespace diffusion
