@@ -16,9 +16,15 @@ struct DistillConfig {
   std::string teacher;      // --teacher: run folder (its latest) or step folder
   std::string teacher_ema;  // EMA rate of the teacher's weights; "" = the slowest, "none" = raw
   std::string out;          // --out DIR: one run folder per round, DIR/steps-N
+  // --method: "progressive" (rounds of halving, OUT/steps-N) or "consistency" (one consistency
+  // distillation run, OUT/consistency; trainer/consistency_objective.h).
+  std::string method = "progressive";
+  int64_t consistency_points = 18;   // consistency: N of the σ grid
+  std::string teacher_solver = "heun";  // consistency: the teacher's ODE step, heun | ddim
+  double target_ema = 0.95;          // consistency: EMA rate of the target network
   int64_t start_steps = 256;   // the teacher's sampling steps in the first round
   int64_t target_steps = 4;    // the last student's steps
-  int64_t steps_per_round = 2000;  // optimiser steps of each round
+  int64_t steps_per_round = 2000;  // optimiser steps of each round (consistency: of the one run)
   Prediction student_prediction = Prediction::kV;
   double guidance_scale = 1.0;  // class-conditional teachers: targets from the guided teacher
   // The trainer options of every student ([data], [optimiser], [checkpoint], [logging]), laid

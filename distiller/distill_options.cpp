@@ -21,9 +21,14 @@ const OptionSpec kDistillOptions[] = {
     {"distill", "teacher", "", "teacher: run folder (its latest checkpoint) or step folder"},
     {"distill", "teacher-ema", "auto", "EMA rate of the teacher's weights, or none; auto = the slowest"},
     {"distill", "out", "", "output folder: one student run folder per round, OUT/steps-N"},
+    {"distill", "method", "progressive", "progressive (halving rounds, OUT/steps-N) | consistency (consistency "
+     "distillation, OUT/consistency)"},
+    {"distill", "consistency-points", "18", "consistency: points N of the sigma grid (Karras spacing)"},
+    {"distill", "teacher-solver", "heun", "consistency: the teacher's ODE step between grid points, heun | ddim"},
+    {"distill", "target-ema", "0.95", "consistency: EMA rate of the target network (added to ema-rates)"},
     {"distill", "start-steps", "256", "the teacher's sampling steps in the first round (2N)"},
     {"distill", "target-steps", "4", "the last student's sampling steps (>= 1)"},
-    {"distill", "steps-per-round", "2000", "optimiser steps of each halving"},
+    {"distill", "steps-per-round", "2000", "optimiser steps of each halving (consistency: of the run)"},
     {"distill", "student-prediction", "v", "student network target: v | x0"},
     {"distill", "guidance-scale", "1", "class-conditional teacher: guidance scale of its targets"},
 };
@@ -40,7 +45,7 @@ const OptionTable& distill_table() {
     t.specs.assign(std::begin(kDistillOptions), std::end(kDistillOptions));
     for (const auto& o : train_option_specs()) {
       const std::string group = o.group;
-      if (group == "model" || group == "diffusion" || set_by_distiller(o.key)) continue;
+      if (group == "model" || group == "diffusion" || group == "consistency" || set_by_distiller(o.key)) continue;
       // A student is a short fine-tune: no EMA unless asked for.
       if (std::string(o.key) == "ema-rates") {
         t.specs.push_back({o.group, o.key, "none", o.help});
@@ -81,6 +86,18 @@ std::optional<DistillConfig> parse_distill_options(int argc, char** argv) {
     throw Error("option --student-prediction eps: an eps student is unstable at few steps (x0 = (z - sigma eps)/a "
                 "blows up where a -> 0); use v or x0");
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
+  c.method = s("method");
+  if (c.method != "progressive" && c.method != "consistency")
+    throw Error(fmt::format("option --method: '{}' is not progressive or consistency", c.method));
+  c.consistency_points = option_int("consistency-points", s("consistency-points"));
+  if (c.consistency_points < 2)
+    throw Error(fmt::format("option --consistency-points: {} must be >= 2", c.consistency_points));
+  c.teacher_solver = s("teacher-solver");
+  if (c.teacher_solver != "heun" && c.teacher_solver != "ddim")
+    throw Error(fmt::format("option --teacher-solver: '{}' is not heun or ddim", c.teacher_solver));
+  c.target_ema = option_double("target-ema", s("target-ema"));
+  if (!(c.target_ema > 0 && c.target_ema < 1))
+    throw Error(fmt::format("option --target-ema: {} is not in (0, 1)", c.target_ema));
   c.device = s("device");
   parse_device_kind(c.device);  // a bad value fails here, naming the option
   c.share_gpus = option_bool("share-gpus", s("share-gpus"));

@@ -34,21 +34,23 @@ void DistillationObjective::initialize(DenoiserImpl& student) {
   }
 }
 
-std::pair<at::Tensor, at::Tensor> DistillationObjective::teacher_denoise(const at::Tensor& z, const at::Tensor& t,
-                                                                         const at::Tensor& y) const {
-  const bool guide = settings_.guidance_scale != 1.0 && y.defined();
+std::pair<at::Tensor, at::Tensor> teacher_denoise(DenoiserImpl& teacher, const NoiseSchedule& schedule,
+                                                  const DistillationSettings& settings, const at::Tensor& z,
+                                                  const at::Tensor& t, const at::Tensor& y) {
+  torch::NoGradGuard no_grad;
+  const bool guide = settings.guidance_scale != 1.0 && y.defined();
   at::Tensor out;
   if (guide) {
     // Both halves in one batch: conditional, then the null label.
-    const auto out2 = run_network(*teacher_, torch::cat({z, z}), torch::cat({t, t}),
-                                  torch::cat({y, torch::full_like(y, settings_.num_classes)}), settings_.precision);
+    const auto out2 = run_network(teacher, torch::cat({z, z}), torch::cat({t, t}),
+                                  torch::cat({y, torch::full_like(y, settings.num_classes)}), settings.precision);
     const auto halves = out2.chunk(2, 0);
-    out = guided(halves[1], halves[0], settings_.guidance_scale);
+    out = guided(halves[1], halves[0], settings.guidance_scale);
   } else {
-    out = run_network(*teacher_, z, t, y, settings_.precision);
+    out = run_network(teacher, z, t, y, settings.precision);
   }
-  out = out.narrow(1, 0, settings_.channels);  // the mean channels of a learned-variance output
-  const auto d = interpret_output(schedule_, settings_.teacher_prediction, z, t, out, settings_.clip_x0);
+  out = out.narrow(1, 0, settings.channels);  // the mean channels of a learned-variance output
+  const auto d = interpret_output(schedule, settings.teacher_prediction, z, t, out, settings.clip_x0);
   return {d.x0, d.eps};
 }
 
@@ -66,9 +68,9 @@ ObjectiveLosses DistillationObjective::losses(DenoiserImpl& student, const at::T
   at::Tensor target;
   {
     torch::NoGradGuard no_grad;
-    const auto [x0_a, eps_a] = teacher_denoise(z_t, t, y);
+    const auto [x0_a, eps_a] = teacher_denoise(*teacher_, schedule_, settings_, z_t, t, y);
     const auto z_mid = ddim_deterministic(alpha_bar_at(schedule_, t_mid), x0_a, eps_a);
-    const auto [x0_b, eps_b] = teacher_denoise(z_mid, t_mid, y);
+    const auto [x0_b, eps_b] = teacher_denoise(*teacher_, schedule_, settings_, z_mid, t_mid, y);
     const auto z_end = ddim_deterministic(ab_end, x0_b, eps_b);
     target = distillation_target(z_t, z_end, ab_t, ab_end);
   }

@@ -25,6 +25,12 @@ struct DistillationSettings {
   Precision precision = Precision::kFp32;  // of the teacher's and the student's forward passes
 };
 
+// The teacher's x̂_0 and ε̂ at (z, t) (int64 [m]), guided when settings.guidance_scale != 1 and
+// labels are given, x̂_0 clipped with settings.clip_x0; no gradient is taken through it.
+std::pair<at::Tensor, at::Tensor> teacher_denoise(DenoiserImpl& teacher, const NoiseSchedule& schedule,
+                                                  const DistillationSettings& settings, const at::Tensor& z,
+                                                  const at::Tensor& t, const at::Tensor& y);
+
 class DistillationObjective : public TrainingObjective {
  public:
   // The teacher must already be on the device the student trains on.
@@ -37,10 +43,6 @@ class DistillationObjective : public TrainingObjective {
                          const at::Tensor& draw, const at::Tensor& eps) override;
 
  private:
-  // The teacher's x̂_0 and ε̂ at (z, t), guided when a guidance scale is set.
-  std::pair<at::Tensor, at::Tensor> teacher_denoise(const at::Tensor& z, const at::Tensor& t,
-                                                    const at::Tensor& y) const;
-
   NoiseSchedule schedule_;
   std::shared_ptr<DenoiserImpl> teacher_;
   DistillationSettings settings_;

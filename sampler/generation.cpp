@@ -105,16 +105,43 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
     r.num_samples = n;
   }
   auto& s = r.sampler;
-  s.kind = parse_sampler_kind(c.sampler);
+  s.kind = c.sampler == "auto" ? (m.consistency ? SamplerKind::kConsistency : SamplerKind::kDdim)
+                               : parse_sampler_kind(c.sampler);
+  // A consistency model's output is f(x, t), not a denoiser's: only consistency sampling reads it.
+  if (m.consistency && s.kind != SamplerKind::kConsistency)
+    throw Error(fmt::format("option --sampler {}: {} is a consistency model (objective = consistency); it samples with "
+                            "--sampler consistency (or auto): 1 step, or --steps K for multistep sampling",
+                            c.sampler, m.description));
+  if (!m.consistency && s.kind == SamplerKind::kConsistency)
+    throw Error(fmt::format("option --sampler consistency: {} is not a consistency model (train one with "
+                            "diffusion-train --objective consistency or diffusion-distill --method consistency)",
+                            m.description));
+  if (m.consistency) {
+    if (classifier)
+      throw Error(fmt::format("option --classifier: {} is a consistency model; classifier guidance is for DDPM and "
+                              "DDIM on a denoiser", m.description));
+    if (c.guidance_scale != 1.0)
+      throw Error(fmt::format("option --guidance-scale {}: {} is a consistency model{}; sample it with "
+                              "--guidance-scale 1",
+                              c.guidance_scale, m.description,
+                              m.distilled.guidance_scale != 1.0
+                                  ? fmt::format(" with guidance {} built in", m.distilled.guidance_scale)
+                                  : std::string(" (no guidance was distilled into it)")));
+  }
   // A distilled student samples with DDIM on its own grid, which is trailing spacing with its
   // step count (checked here), unless told otherwise.
   const auto& student = m.distilled;
-  const int64_t default_steps =
-      student.sampling_steps > 0 ? student.sampling_steps : s.kind == SamplerKind::kDdpm ? T : std::min<int64_t>(50, T);
+  const int64_t default_steps = student.sampling_steps > 0              ? student.sampling_steps
+                                : s.kind == SamplerKind::kDdpm        ? T
+                                : s.kind == SamplerKind::kConsistency ? 1
+                                                                      : std::min<int64_t>(50, T);
   s.steps = c.steps.value_or(default_steps);
   if (s.steps > T)
     throw Error(fmt::format("option --steps: {} exceeds the model's T = {} timesteps", s.steps, T));
-  s.spacing = c.spacing.value_or(student.sampling_steps > 0 ? TimestepSpacing::kTrailing : TimestepSpacing::kLeading);
+  // Consistency sampling starts at σ_max, which trailing spacing visits first at any step count.
+  s.spacing = c.spacing.value_or(student.sampling_steps > 0 || s.kind == SamplerKind::kConsistency
+                                     ? TimestepSpacing::kTrailing
+                                     : TimestepSpacing::kLeading);
   if (student.sampling_steps > 0) {
     if (timestep_spacing(TimestepSpacing::kTrailing, T, student.sampling_steps) != student.timesteps)
       throw Error(fmt::format("{}: the student's recorded grid is not trailing spacing with {} steps", m.description,
@@ -172,7 +199,7 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
                 {"num_classes", C},
                 {"num_samples", r.num_samples},
                 {"seed", c.seed},
-                {"sampler", c.sampler},
+                {"sampler", to_string(s.kind)},  // auto resolved, as folders written before it record it
                 {"steps", s.steps},
                 {"eta", s.eta},
                 {"variance", to_string(s.variance)},
@@ -558,7 +585,7 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
     const bool guided_batches = num_classes > 0 && r.sampler.guidance_scale != 1.0;
     log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps{} ({} network evaluations per sample{}), "
          "seed {}, {} on {}",
-         m.description, N, world, task_text, c.sampler, r.sampler.steps, r.sampler.karras ? " on the Karras grid" : "",
+         m.description, N, world, task_text, to_string(r.sampler.kind), r.sampler.steps, r.sampler.karras ? " on the Karras grid" : "",
          evaluations_per_sample(r.sampler.kind, r.sampler.steps), guided_batches ? ", each on a doubled batch" : "",
          c.seed, to_string(precision), device.str());
     if (classifier)

@@ -38,8 +38,10 @@ struct SampleConfig {
   std::string out;          // --out DIR
   int64_t batch_size = 0;   // per rank; does not change the samples; 0 = auto (choose_batch_size)
   uint64_t seed = 0;
-  std::string sampler = "ddim";           // ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde
-  std::optional<int64_t> steps;           // unset: T for ddpm, min(50, T) for ddim
+  // ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde | consistency; auto = consistency for
+  // a consistency model, ddim otherwise
+  std::string sampler = "auto";
+  std::optional<int64_t> steps;           // unset: T for ddpm, 1 for consistency, min(50, T) otherwise
   double eta = 0.0;                       // DDIM only
   bool karras = false;                    // fast samplers: Karras σ grid instead of the spacing
   double churn = 0.0;                     // euler | heun: EDM's S_churn, S_tmin, S_tmax, S_noise

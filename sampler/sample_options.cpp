@@ -41,8 +41,9 @@ const OptionSpec kOptions[] = {
     {"output", "num-samples", "0", "N, samples to generate over all ranks (0: as many as --latents/--invert hold)"},
     {"output", "out", "", "output folder (samples.h5, shards/, manifest.json, grid.png)"},
     {"output", "save-float", "false", "images: write float32 `x` [N,H,W,C] in [-1,1] instead of uint8"},
-    {"sampler", "sampler", "ddim", "ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde (docs/sampling.md, \"Fast samplers\")"},
-    {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 50 for the others"},
+    {"sampler", "sampler", "auto", "ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde | consistency (docs/sampling.md); "
+     "auto = consistency for a consistency model, else ddim"},
+    {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 1 for consistency, 50 for the others"},
     {"sampler", "eta", "0", "DDIM noise scale (0 = deterministic)"},
     {"sampler", "variance", "auto", "DDPM: fixed-large | fixed-small | learned; auto = learned if the model learned it"},
     {"sampler", "timestep-spacing", "auto", "leading | trailing | linspace; auto = leading, or a distilled student's own grid"},
@@ -132,7 +133,8 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
     throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
   c.save_float = option_bool("save-float", s("save-float"));
   c.sampler = s("sampler");
-  const SamplerKind kind = to_enum("sampler", c.sampler, parse_sampler_kind);
+  // auto is resolved once the model is read (generation.cpp); until then it is checked as ddim.
+  const SamplerKind kind = c.sampler == "auto" ? SamplerKind::kDdim : to_enum("sampler", c.sampler, parse_sampler_kind);
   if (s("steps") != "auto") {
     c.steps = option_int("steps", s("steps"));
     if (*c.steps < 1) throw Error(fmt::format("option --steps: {} must be at least 1", *c.steps));
@@ -203,7 +205,7 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
                             c.array_tasks - 1, c.array_tasks));
   if (!c.invert.empty() && !c.classifier.empty())
     throw Error("option --classifier: DDIM inversion (--invert) is not guided; leave --classifier out");
-  if ((!c.invert.empty() || c.interpolate > 0) && (c.sampler != "ddim" || c.eta != 0.0))
+  if ((!c.invert.empty() || c.interpolate > 0) && (kind != SamplerKind::kDdim || c.eta != 0.0))
     throw Error(fmt::format("option --{}: needs --sampler ddim with --eta 0 (deterministic DDIM)",
                             c.invert.empty() ? "interpolate" : "invert"));
   return c;

@@ -68,6 +68,7 @@ SamplingModel load_checkpoint_model(const SampleConfig& c, const c10::Device& de
   m.num_classes = t.train.num_classes;
   m.class_names = class_names_of(t.train.data.path, t.train.num_classes);
   m.distilled = t.train.distilled;
+  m.consistency = t.train.diffusion.objective == "consistency";
   m.forward = [net = t.net, precision](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
     return run_network(*net, x, t, y, precision);
   };

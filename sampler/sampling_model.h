@@ -28,6 +28,7 @@ struct SamplingModel {
   int64_t num_classes = 0;            // 0 = unconditional; else null label = num_classes
   std::vector<std::string> class_names;  // empty when unknown
   DistilledInfo distilled;            // a distillation student's own grid (sampling_steps > 0)
+  bool consistency = false;           // a consistency model (objective = consistency): f(x, t) = x̂_0
   DenoiseFn forward;                  // (x_t, t, y) -> output; y undefined for unconditional
 };
 

@@ -7,6 +7,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "core/diffusion/losses.h"
 #include "core/diffusion/schedule.h"
@@ -15,6 +16,7 @@
 namespace diffusion {
 
 class DenoiserImpl;
+class Ema;
 
 struct ObjectiveLosses {
   at::Tensor loss;  // [m], what is minimised (the rank minimises its local mean)
@@ -30,6 +32,12 @@ class TrainingObjective {
   // Called once on the freshly built model before rank 0's weights are broadcast (a resumed
   // checkpoint overwrites them afterwards).
   virtual void initialize(DenoiserImpl& /*model*/) {}
+  // Called once the EMAs exist and a resumed checkpoint has restored them: an objective whose
+  // target network follows an EMA (consistency distillation) keeps the reference.
+  virtual void bind_emas(const std::vector<Ema>& /*emas*/) {}
+  // Called before each step's forward passes with its 0-based optimiser step (curricula that
+  // depend on the step, target networks refreshed from an EMA).
+  virtual void begin_step(int64_t /*step*/) {}
   // x0 [m, …] data, y int64 [m] labels (null label where dropped) or undefined, draw int64 [m]
   // timestep indices, eps [m, …] keyed noise.
   virtual ObjectiveLosses losses(DenoiserImpl& model, const at::Tensor& x0, const at::Tensor& y,

@@ -23,8 +23,22 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   if (c.diffusion.schedule.timesteps < 2)
     fail("timesteps", fmt::format("T = {}, expected T >= 2", c.diffusion.schedule.timesteps));
   // Classifier guidance's classifier (--objective classifier).
-  if (c.diffusion.objective != "denoise" && c.diffusion.objective != "classifier")
-    fail("objective", fmt::format("'{}' is not denoise or classifier", c.diffusion.objective));
+  if (c.diffusion.objective != "denoise" && c.diffusion.objective != "classifier" &&
+      c.diffusion.objective != "consistency")
+    fail("objective", fmt::format("'{}' is not denoise, classifier or consistency", c.diffusion.objective));
+  if (c.diffusion.objective == "consistency") {
+    if (c.diffusion.prediction == Prediction::kEps)
+      fail("prediction", "a consistency model (--objective consistency) takes its one step at sigma_max, where eps "
+                         "prediction blows up (x0 = (x - sigma eps)/a, a -> 0); use v or x0");
+    if (c.diffusion.learned_variance)
+      fail("learned-variance", "a consistency model (--objective consistency) has no reverse-step variance; leave it out");
+    const auto& k = c.consistency;
+    if (k.initial_points < 2) fail("initial-points", fmt::format("{} < 2", k.initial_points));
+    if (k.final_points < k.initial_points)
+      fail("final-points", fmt::format("{} is below initial-points {}", k.final_points, k.initial_points));
+    if (k.p_std <= 0) fail("p-std", fmt::format("{} must be > 0", k.p_std));
+    if (k.huber_c < 0) fail("huber-c", fmt::format("{} must be >= 0 (0 = auto)", k.huber_c));
+  }
   if (c.diffusion.objective == "classifier" && c.diffusion.class_conditional)
     fail("class-cond", "a classifier (--objective classifier) is not conditioned on a label; leave --class-cond out");
   if (c.diffusion.objective == "classifier" && c.diffusion.learned_variance)

@@ -26,10 +26,20 @@ struct DiffusionOptions {
   double vlb_weight = 0.001;
   bool class_conditional = false;
   double p_uncond = 0.1;  // label dropped to the null label with this probability
-  // --objective: what is trained. "denoise" (the default) or "classifier": a time-conditional
+  // --objective: what is trained. "denoise" (the default), "classifier": a time-conditional
   // classifier of x_t for classifier guidance (trainer/classifier_objective.h), with as many
-  // classes as the data's labels.
+  // classes as the data's labels, or "consistency": a consistency model trained without a
+  // teacher (trainer/consistency_objective.h).
   std::string objective = "denoise";
+};
+
+// Consistency training (--objective consistency, trainer/consistency_objective.h): the iCT
+// curriculum of grid points, the lognormal pair proposal and the pseudo-Huber constant.
+struct ConsistencyOptions {
+  int64_t initial_points = 10;   // s0
+  int64_t final_points = 1280;   // s1 (the grid keeps at most T distinct timesteps)
+  double p_mean = -1.1, p_std = 2.0;
+  double huber_c = 0;            // 0 = auto, 0.00054·√d
 };
 
 struct OptimOptions {
@@ -70,10 +80,14 @@ struct RuntimeOptions {
   double collective_timeout_s = 300;
 };
 
-// Set for a progressive-distillation student (diffusion-distill writes it as the [distilled]
-// section of the run's config): the student samples with DDIM (η = 0) on its own grid.
+// Set for a distillation student (diffusion-distill writes it as the [distilled] section of the
+// run's config): a progressive student samples with DDIM (η = 0) on its own grid; a consistency
+// student records the guidance built into it.
 struct DistilledInfo {
-  int64_t sampling_steps = 0;       // N; 0 = not a distilled student
+  // "progressive" (the grid below) or "consistency" (diffusion-distill --method consistency: no
+  // grid, a consistency model; sampling_steps stays 0).
+  std::string method = "progressive";
+  int64_t sampling_steps = 0;       // N; 0 = not a progressive-distillation student
   std::vector<int64_t> timesteps;   // the N timesteps visited, descending (then ᾱ = 1)
   double guidance_scale = 1.0;      // guidance of the teacher targets, baked into the student
 };
@@ -88,6 +102,7 @@ struct TrainConfig {
   DataOptions data;
   ModelConfig model;
   DiffusionOptions diffusion;
+  ConsistencyOptions consistency;
   OptimOptions optim;
   CheckpointOptions checkpoint;
   LoggingOptions logging;

@@ -46,7 +46,13 @@ const OptionSpec kOptions[] = {
     {"diffusion", "p-uncond", "0.1", "probability of dropping the label (guidance)"},
     // Classifier guidance (docs/sampling.md, "Classifier guidance").
     {"diffusion", "objective", "denoise", "what is trained: denoise | classifier (a noisy-sample classifier for "
-     "diffusion-sample --classifier)"},
+     "diffusion-sample --classifier) | consistency (consistency training, docs/sampling.md)"},
+    // Consistency training (--objective consistency): improved CT's settings.
+    {"consistency", "initial-points", "10", "consistency: grid points at the start (s0 of the N-doubling curriculum)"},
+    {"consistency", "final-points", "1280", "consistency: grid points at the end (s1; at most T distinct)"},
+    {"consistency", "p-mean", "-1.1", "consistency: mean of the lognormal sigma proposal"},
+    {"consistency", "p-std", "2", "consistency: std of the lognormal sigma proposal"},
+    {"consistency", "huber-c", "0", "consistency: pseudo-Huber c; 0 = 0.00054*sqrt(d)"},
     {"optimiser", "steps", "1000", "total optimiser steps"},
     {"optimiser", "batch-size", "64", "global batch size over all ranks"},
     {"optimiser", "micro-batch", "0", "per-rank micro-batch (gradient accumulation); 0 = off"},
@@ -73,7 +79,7 @@ const OptionSpec kOptions[] = {
 
 const OptionTable& train_table() {
   static const OptionTable table{"diffusion-train", "diffusion-train [--config FILE.ini] [--key value ...]",
-                                 {"data", "model", "diffusion", "optimiser", "checkpoint", "logging", "runtime"},
+                                 {"data", "model", "diffusion", "consistency", "optimiser", "checkpoint", "logging", "runtime"},
                                  {std::begin(kOptions), std::end(kOptions)}};
   return table;
 }
@@ -125,6 +131,13 @@ TrainConfig config_from_values(const OptionValues& values) {
   d.p_uncond = option_double("p-uncond", s("p-uncond"));
   d.objective = s("objective");  // checked by validate_train_config
   u.learned_variance = m.mlp.learned_variance = d.learned_variance;
+
+  auto& k = config.consistency;
+  k.initial_points = option_int("initial-points", s("initial-points"));
+  k.final_points = option_int("final-points", s("final-points"));
+  k.p_mean = option_double("p-mean", s("p-mean"));
+  k.p_std = option_double("p-std", s("p-std"));
+  k.huber_c = option_double("huber-c", s("huber-c"));
 
   auto& o = config.optim;
   o.steps = option_int("steps", s("steps"));
@@ -185,12 +198,15 @@ TrainConfig parse_resolved_config(const std::string& text, const std::string& so
       if (key == "sample-shape") shape = option_int_list("sample-shape", value);
       if (key == "num-classes") num_classes = option_int("num-classes", value);  // a classifier's classes too
     } else if (section == "[distilled]") {
-      if (key == "sampling-steps") distilled.sampling_steps = option_int(key, value);
+      if (key == "method") distilled.method = value;
+      else if (key == "sampling-steps") distilled.sampling_steps = option_int(key, value);
       else if (key == "timesteps") distilled.timesteps = option_int_list(key, value);
       else if (key == "guidance-scale") distilled.guidance_scale = option_double(key, value);
       else throw Error(fmt::format("{}: unknown key '{}' in section [distilled]", source, key));
     }
   }
+  if (distilled.method != "progressive" && distilled.method != "consistency")
+    throw Error(fmt::format("{}: [distilled] method = {}: expected progressive or consistency", source, distilled.method));
   if (distilled.sampling_steps != static_cast<int64_t>(distilled.timesteps.size()))
     throw Error(fmt::format("{}: [distilled] sampling-steps = {} but {} timesteps are listed", source,
                             distilled.sampling_steps, distilled.timesteps.size()));

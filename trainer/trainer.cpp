@@ -31,6 +31,7 @@
 #include "datasets/dataset_file.h"
 #include "datasets/shard_reader.h"
 #include "trainer/classifier_objective.h"
+#include "trainer/consistency_objective.h"
 #include "trainer/ema.h"
 #include "trainer/lr_schedule.h"
 #include "trainer/metrics_writer.h"
@@ -163,6 +164,18 @@ TrainResult Trainer::run() {
   std::unique_ptr<TrainingObjective> own_objective;  // when the caller gives none
   if (!objective_ && c.diffusion.objective == "classifier") {
     own_objective = std::make_unique<ClassifierObjective>(NoiseSchedule::from_config(c.diffusion.schedule), precision);
+  } else if (!objective_ && c.diffusion.objective == "consistency") {
+    ConsistencySettings k;
+    k.prediction = c.diffusion.prediction;
+    k.channels = c.sample_shape[0];  // C of [C, H, W], or D of [D]
+    k.precision = precision;
+    k.huber_c = c.consistency.huber_c;
+    k.initial_points = c.consistency.initial_points;
+    k.final_points = c.consistency.final_points;
+    k.total_steps = c.optim.steps;
+    k.p_mean = c.consistency.p_mean;
+    k.p_std = c.consistency.p_std;
+    own_objective = std::make_unique<ConsistencyObjective>(NoiseSchedule::from_config(c.diffusion.schedule), k);
   } else if (!objective_) {
     own_objective = std::make_unique<DenoisingObjective>(
         NoiseSchedule::from_config(c.diffusion.schedule),
@@ -210,6 +223,7 @@ TrainResult Trainer::run() {
       log0("[ckpt] the checkpoint was trained with --precision {}; continuing with --precision {}", written,
            to_string(c.runtime.precision));
   }
+  objective.bind_emas(emas);
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
@@ -261,6 +275,7 @@ TrainResult Trainer::run() {
     // batch → keyed draws → forward/backward with the reduction under way
     const ShardBatch host_batch = reader.next();
     const DeviceBatch batch = to_device(host_batch, device, c.runtime.channels_last);
+    objective.begin_step(n.step);
     const auto draws = draw_training_noise(c.optim.seed, n.step, host_batch.positions, c.sample_shape,
                                            objective.timestep_draws(), c.diffusion.p_uncond, device);
     bucketer.zero_grad();

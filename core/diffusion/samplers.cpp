@@ -10,6 +10,7 @@
 
 #include "core/base/error.h"
 #include "core/base/rng.h"
+#include "core/diffusion/consistency.h"
 #include "core/diffusion/gaussian_diffusion.h"
 #include "core/diffusion/keyed_noise.h"
 
@@ -22,11 +23,13 @@ SamplerKind parse_sampler_kind(const std::string& name) {
   if (name == "heun") return SamplerKind::kHeun;
   if (name == "dpmpp-2m") return SamplerKind::kDpmpp2m;
   if (name == "dpmpp-2m-sde") return SamplerKind::kDpmpp2mSde;
+  if (name == "consistency") return SamplerKind::kConsistency;
   // dpmpp-1m, dpmpp-3m, dpmpp-3m-sde, ...: name the order that exists.
   if (name.rfind("dpmpp-", 0) == 0)
     throw Error(fmt::format("sampler '{}': DPM-Solver++ is implemented with solver order 2 only "
                             "(dpmpp-2m, dpmpp-2m-sde)", name));
-  throw Error(fmt::format("unknown sampler '{}': expected ddpm, ddim, euler, heun, dpmpp-2m or dpmpp-2m-sde", name));
+  throw Error(fmt::format("unknown sampler '{}': expected ddpm, ddim, euler, heun, dpmpp-2m, dpmpp-2m-sde or consistency",
+                          name));
 }
 
 std::string to_string(SamplerKind kind) {
@@ -37,11 +40,14 @@ std::string to_string(SamplerKind kind) {
     case SamplerKind::kHeun: return "heun";
     case SamplerKind::kDpmpp2m: return "dpmpp-2m";
     case SamplerKind::kDpmpp2mSde: return "dpmpp-2m-sde";
+    case SamplerKind::kConsistency: return "consistency";
   }
   return "?";
 }
 
-bool is_fast_sampler(SamplerKind kind) { return kind != SamplerKind::kDdpm && kind != SamplerKind::kDdim; }
+bool is_fast_sampler(SamplerKind kind) {
+  return kind != SamplerKind::kDdpm && kind != SamplerKind::kDdim && kind != SamplerKind::kConsistency;
+}
 
 int64_t evaluations_per_sample(SamplerKind kind, int64_t steps) {
   return kind == SamplerKind::kHeun ? 2 * steps - 1 : steps;
@@ -112,6 +118,13 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
   if (config_.churn != 0.0 && !churning)
     throw Error(fmt::format("--churn: only euler and heun churn, not --sampler {}", to_string(config_.kind)));
   if (config_.churn < 0) throw Error(fmt::format("--churn {} must be >= 0", config_.churn));
+  if (config_.kind == SamplerKind::kConsistency) {
+    if (config_.eta != 0.0) throw Error(fmt::format("--eta {}: consistency sampling has no eta", config_.eta));
+    if (timesteps_.front() != training.num_steps() - 1)
+      throw Error(fmt::format("--timestep-spacing {}: consistency sampling starts at sigma_max (t = {}), this spacing "
+                              "starts at t = {}; use trailing",
+                              to_string(config_.spacing), training.num_steps() - 1, timesteps_.front()));
+  }
   if (is_fast_sampler(config_.kind)) {
     grid_ = config_.karras ? karras_grid(training_, config_.steps) : sigma_grid(training_, timesteps_);
     timesteps_ = grid_.timesteps;
@@ -163,10 +176,11 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
                               fmt::join(x.sizes(), ", ")));
     x = x_T.to(config_.device, torch::kFloat32).clone();
   }
-  if (classifier && (is_fast_sampler(config_.kind) || !labels.defined()))
+  if (classifier && (is_fast_sampler(config_.kind) || config_.kind == SamplerKind::kConsistency || !labels.defined()))
     throw Error(fmt::format("classifier guidance needs target labels and --sampler ddpm or ddim, not {}",
                             to_string(config_.kind)));
   if (is_fast_sampler(config_.kind)) return sample_fast(model, x, labels, draw);
+  if (config_.kind == SamplerKind::kConsistency) return sample_consistency(model, x, labels, draw);
   const auto S = static_cast<int64_t>(timesteps_.size());
   const int64_t C = x.size(1);
   torch::NoGradGuard no_grad;
@@ -197,6 +211,24 @@ at::Tensor Sampler::sample(const DenoiseFn& model, const std::vector<int64_t>& i
     }
   }
   return x;
+}
+
+at::Tensor Sampler::sample_consistency(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,
+                                      const std::function<at::Tensor()>& draw) const {
+  torch::NoGradGuard no_grad;
+  const int64_t B = x.size(0), C = x.size(1);
+  at::Tensor x0;
+  for (size_t k = 0; k < timesteps_.size(); ++k) {
+    const int64_t tau = timesteps_[k];
+    const double ab = training_.alpha_bar(tau);
+    if (k > 0) x = std::sqrt(ab) * x0 + std::sqrt(1.0 - ab) * draw();  // back onto the trajectory at τ
+    auto out = model_output(model, x, tau, labels);
+    if (out.size(1) == 2 * C) out = out.slice(1, 0, C);
+    const auto t = torch::full({B}, tau, x.options().dtype(torch::kLong));
+    x0 = consistency_output(training_, x, t, interpret_output(training_, config_.prediction, x, t, out, false).x0);
+    if (config_.clip_x0) x0 = x0.clamp(-1.0, 1.0);
+  }
+  return x0;
 }
 
 at::Tensor Sampler::sample_fast(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,

@@ -22,11 +22,13 @@ namespace diffusion {
 
 // ddpm, ddim: the ancestral chain and DDIM on respaced timesteps; euler, heun, dpmpp-2m,
 // dpmpp-2m-sde: the σ-parameterised fast samplers (core/diffusion/ode_samplers.h).
-enum class SamplerKind { kDdpm, kDdim, kEuler, kHeun, kDpmpp2m, kDpmpp2mSde };
+// consistency: multistep consistency sampling of a consistency model (Song et al. 2023,
+// Algorithm 1; core/diffusion/consistency.h).
+enum class SamplerKind { kDdpm, kDdim, kEuler, kHeun, kDpmpp2m, kDpmpp2mSde, kConsistency };
 // Throws diffusion::Error naming the valid names (and, for dpmpp-Nm, the orders there are).
 SamplerKind parse_sampler_kind(const std::string& name);
 std::string to_string(SamplerKind kind);
-bool is_fast_sampler(SamplerKind kind);  // euler | heun | dpmpp-2m | dpmpp-2m-sde
+bool is_fast_sampler(SamplerKind kind);  // euler | heun | dpmpp-2m | dpmpp-2m-sde (the σ-grid samplers)
 // Network evaluations per sample for S steps (twice as many forward rows with guidance):
 // S, except Heun's 2S - 1 (a second evaluation on every step but the last, EDM Algorithm 1).
 int64_t evaluations_per_sample(SamplerKind kind, int64_t steps);
@@ -137,6 +139,10 @@ class Sampler {
   SamplerConfig config_;
   NoiseSchedule training_;
   NoiseSchedule respaced_;          // DDPM runs its ancestral chain on this
+  // K-step consistency sampling: x̂_0 = f(x_T, T-1), then for each further time point τ_k a
+  // fresh keyed draw z, x = √ᾱ x̂_0 + √(1-ᾱ) z and x̂_0 = f(x, τ_k).
+  at::Tensor sample_consistency(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,
+                                const std::function<at::Tensor()>& draw) const;
   // The fast samplers' loop (Euler, Heun, DPM-Solver++), x_T in the VP scale → x_0.
   at::Tensor sample_fast(const DenoiseFn& model, at::Tensor x, const at::Tensor& labels,
                          const std::function<at::Tensor()>& draw) const;
