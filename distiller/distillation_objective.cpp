@@ -4,13 +4,13 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include <map>
 
 #include "core/diffusion/distillation.h"
 #include "core/base/error.h"
 #include "core/diffusion/gaussian_diffusion.h"
 #include "core/diffusion/samplers.h"
 #include "core/models/autocast.h"
+#include "trainer/train_state.h"
 
 namespace diffusion {
 
@@ -23,15 +23,7 @@ DistillationObjective::DistillationObjective(NoiseSchedule schedule, std::shared
 }
 
 void DistillationObjective::initialize(DenoiserImpl& student) {
-  std::map<std::string, at::Tensor> from;
-  for (const auto& item : teacher_->named_parameters()) from.emplace(item.key(), item.value());
-  torch::NoGradGuard no_grad;
-  for (auto& item : student.named_parameters()) {
-    const auto it = from.find(item.key());
-    if (it == from.end() || it->second.sizes() != item.value().sizes())
-      throw Error(fmt::format("distillation: the student's parameter '{}' has no match in the teacher", item.key()));
-    item.value().copy_(it->second);
-  }
+  copy_parameters(*teacher_, student, "distillation");
 }
 
 std::pair<at::Tensor, at::Tensor> teacher_denoise(DenoiserImpl& teacher, const NoiseSchedule& schedule,

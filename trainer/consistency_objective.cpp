@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include <cmath>
-#include <map>
 
 #include "core/base/error.h"
 #include "core/diffusion/consistency.h"
@@ -52,17 +51,7 @@ int64_t ConsistencyObjective::timestep_draws() const {
 }
 
 void ConsistencyObjective::initialize(DenoiserImpl& student) {
-  if (!target_) return;  // training starts from the fresh initialisation
-  std::map<std::string, at::Tensor> from;
-  for (const auto& item : target_->named_parameters()) from.emplace(item.key(), item.value());
-  torch::NoGradGuard no_grad;
-  for (auto& item : student.named_parameters()) {
-    const auto it = from.find(item.key());
-    if (it == from.end() || it->second.sizes() != item.value().sizes())
-      throw Error(fmt::format("consistency distillation: the student's parameter '{}' has no match in the teacher",
-                              item.key()));
-    item.value().copy_(it->second);
-  }
+  if (target_) copy_parameters(*target_, student, "consistency distillation");  // training starts fresh
 }
 
 void ConsistencyObjective::bind_emas(const std::vector<Ema>& emas) {

@@ -43,6 +43,18 @@ std::string runtime_setting(const std::string& resolved_text, const std::string&
   return fallback;
 }
 
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to, const std::string& what) {
+  std::map<std::string, at::Tensor> source;
+  for (const auto& item : from.named_parameters()) source.emplace(item.key(), item.value());
+  torch::NoGradGuard no_grad;
+  for (auto& item : to.named_parameters()) {
+    const auto it = source.find(item.key());
+    if (it == source.end() || it->second.sizes() != item.value().sizes())
+      throw Error(fmt::format("{}: the student's parameter '{}' has no match in the teacher", what, item.key()));
+    item.value().copy_(it->second);
+  }
+}
+
 NamedParams named_parameters(const torch::nn::Module& m) {
   NamedParams out;
   for (const auto& item : m.named_parameters()) {

@@ -21,6 +21,10 @@ struct NamedParams {
   std::vector<at::Tensor> tensors;
 };
 NamedParams named_parameters(const torch::nn::Module& module);
+// Copies every parameter of `from` into the parameter of `to` with the same name and shape (a
+// student starting from its teacher); throws diffusion::Error naming `what` and the parameter
+// that has no match.
+void copy_parameters(const torch::nn::Module& from, torch::nn::Module& to, const std::string& what);
 
 // Everything a checkpoint holds beyond the tensors and the config.
 struct TrainCounters {

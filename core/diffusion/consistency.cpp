@@ -13,17 +13,6 @@
 #include "core/diffusion/spacing.h"
 
 namespace diffusion {
-namespace {
-
-// [B] → [B, 1, …] against `like`, in like's dtype.
-at::Tensor per_sample(const at::Tensor& v, const at::Tensor& like) {
-  std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
-  shape[0] = v.size(0);
-  return v.to(like.scalar_type()).view(shape);
-}
-
-}  // namespace
-
 std::vector<int64_t> consistency_grid(const NoiseSchedule& schedule, int64_t points) {
   if (points < 2) throw Error(fmt::format("consistency grid: {} points, need at least 2", points));
   auto t = karras_grid(schedule, points).timesteps;  // descending

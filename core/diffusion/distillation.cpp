@@ -9,16 +9,12 @@
 #include "core/base/error.h"
 
 namespace diffusion {
-namespace {
 
-// [B] → [B, 1, …] against `like`.
 at::Tensor per_sample(const at::Tensor& v, const at::Tensor& like) {
   std::vector<int64_t> shape(static_cast<size_t>(like.dim()), 1);
   shape[0] = v.size(0);
   return v.to(like.scalar_type()).view(shape);
 }
-
-}  // namespace
 
 std::vector<int64_t> distillation_grid(int64_t T, int64_t student_steps) {
   const int64_t N = student_steps;

@@ -21,6 +21,9 @@ std::vector<int64_t> distillation_grid(int64_t T, int64_t student_steps);
 // ᾱ = 1). They equal trailing spacing with S = N.
 std::vector<int64_t> student_timesteps(int64_t T, int64_t student_steps);
 
+// A per-sample value v [B] reshaped to [B, 1, …, 1] against `like` ([B, …]), in like's dtype.
+at::Tensor per_sample(const at::Tensor& v, const at::Tensor& like);
+
 // ᾱ at original timesteps t (int64 [B], -1 allowed and mapping to ᾱ = 1), float64 [B].
 at::Tensor alpha_bar_at(const NoiseSchedule& s, const at::Tensor& t);
 
