@@ -4,6 +4,8 @@
     model = dc.load("runs/fashion_mnist")          # nn.Module with .settings
     x = dc.ddim_sample(model, model.settings, torch.randn(16, *model.settings.sample_shape),
                        labels=torch.arange(16) % model.settings.num_classes)
+    # a consistency model (settings.consistency): one network evaluation per sample
+    x = dc.consistency_sample(model, model.settings, torch.randn(16, *model.settings.sample_shape))
 
 `python -m diffusion_cluster.export RUN --out model.pt` writes TorchScript for
 `diffusion-sample --torchscript` plus safetensors weights with a JSON config;
@@ -12,8 +14,8 @@
 from .checkpoint import RunFormatError, find_checkpoint, read_checkpoint
 from .model import DiffusionSettings, Distilled, build_network, load
 from .nets import MlpDenoiser, UNet, cpp_name, python_name, timestep_embedding
-from .sampling import ddim_sample, timestep_spacing, to_uint8
+from .sampling import consistency_sample, ddim_sample, timestep_spacing, to_uint8
 
 __all__ = ["RunFormatError", "find_checkpoint", "read_checkpoint", "DiffusionSettings", "Distilled",
            "build_network", "load", "MlpDenoiser", "UNet", "cpp_name", "python_name", "timestep_embedding", "ddim_sample",
-           "timestep_spacing", "to_uint8"]
+           "consistency_sample", "timestep_spacing", "to_uint8"]

@@ -8,6 +8,8 @@ Writes, next to each other and only once RUN has loaded completely:
   model.json         the same config: architecture, diffusion settings, sampler flags
 A learned-variance network's TorchScript returns only its prediction channels (the sampler's
 --torchscript takes an output of the input's shape; DDIM never uses the variance).
+A consistency model is refused: --torchscript has no flag that makes the sampler read the
+network as f(x, t) (it treats any TorchScript file as a denoiser).
 """
 import argparse
 import json
@@ -39,8 +41,8 @@ def sampler_flags(s):
              "--timesteps", str(s.timesteps), "--prediction", s.prediction]
     if s.num_classes:
         flags += ["--num-classes", str(s.num_classes)]
-    if s.distilled:
-        # The student's own grid: the checkpoint path applies it by itself, TorchScript cannot.
+    if s.distilled and s.distilled.sampling_steps:
+        # The progressive student's own grid: the checkpoint path applies it by itself, TorchScript cannot.
         flags += ["--sampler", "ddim", "--steps", str(s.distilled.sampling_steps), "--timestep-spacing", "trailing"]
     return flags
 
@@ -65,6 +67,11 @@ def export(run, out, ema=None):
     from safetensors.torch import save_file
 
     model, s = load(run, ema=ema, with_settings=True)
+    if s.consistency:
+        raise RunFormatError(f"{s.checkpoint}/manifest.json: a consistency model (objective = consistency): "
+                             "diffusion-sample --torchscript samples any TorchScript file as a denoiser, so the "
+                             "export would sample wrongly; use diffusion-sample --checkpoint or "
+                             "diffusion_cluster.consistency_sample")
     if s.schedule == "linear" and (s.beta_start is not None or s.beta_end is not None):
         raise RunFormatError(f"{s.checkpoint}/manifest.json: explicit beta-start/beta-end: diffusion-sample "
                              "--torchscript only knows the default linear endpoints, so the export would sample "

@@ -1,5 +1,5 @@
-"""load(RUN): a run folder (or a distillation student folder OUT/steps-N) as an nn.Module plus
-its diffusion settings, rebuilt from the checkpoint's resolved config as
+"""load(RUN): a run folder (or a distillation student folder OUT/steps-N or OUT/consistency) as
+an nn.Module plus its diffusion settings, rebuilt from the checkpoint's resolved config as
 trainer/trained_model.cpp does (same EMA choice, same tensor-by-tensor shape checks)."""
 import dataclasses
 import os
@@ -14,10 +14,13 @@ from .nets import MlpDenoiser, UNet, cpp_name
 
 @dataclasses.dataclass
 class Distilled:
-    """A student's own sampling grid ([distilled] in its config.ini, docs/distillation.md)."""
+    """A student's [distilled] section (its config.ini, docs/distillation.md): a progressive
+    student's own DDIM grid, or a consistency student (method "consistency", no grid:
+    sampling_steps 0, timesteps []). guidance_scale is the teacher guidance built into it."""
     sampling_steps: int
     timesteps: List[int]
     guidance_scale: float
+    method: str = "progressive"    # "progressive" | "consistency"
 
 
 @dataclasses.dataclass
@@ -32,7 +35,8 @@ class DiffusionSettings:
     beta_end: Optional[float]
     prediction: str                # "eps" | "x0" | "v"
     learned_variance: bool         # the network returns 2C channels
-    distilled: Optional[Distilled]
+    distilled: Optional[Distilled] # a student's [distilled] section, else None
+    consistency: bool              # objective = consistency: the network gives f(x, t) (consistency_sample)
     step: int
     ema: str                       # the EMA rate loaded, or "none" for the raw weights
     checkpoint: str                # the step folder loaded
@@ -99,20 +103,29 @@ def settings_of(cfg, source, manifest, step_dir, ema):
     diff, derived = cfg["diffusion"], cfg["derived"]
     distilled = None
     if "distilled" in cfg:
+        # As trainer/train_options.cpp reads it: a consistency student records no grid.
         d = cfg["distilled"]
-        distilled = Distilled(int(d["sampling-steps"]), _ints(d["timesteps"]), float(d.get("guidance-scale", "1")))
+        method = d.get("method", "progressive")
+        if method not in ("progressive", "consistency"):
+            raise RunFormatError(f"{source}: [distilled] method = {method}: expected progressive or consistency")
+        steps, grid = int(d.get("sampling-steps", "0")), _ints(d.get("timesteps", ""))
+        if steps != len(grid):
+            raise RunFormatError(f"{source}: [distilled] sampling-steps = {steps} but {len(grid)} timesteps are listed")
+        distilled = Distilled(steps, grid, float(d.get("guidance-scale", "1")), method)
     opt = lambda k: None if diff.get(k, "auto") == "auto" else float(diff[k])
     return DiffusionSettings(
         kind=cfg["model"]["model"], sample_shape=_ints(derived["sample-shape"]),
         num_classes=int(derived["num-classes"]), schedule=diff["schedule"], timesteps=int(diff["timesteps"]),
         beta_start=opt("beta-start"), beta_end=opt("beta-end"), prediction=diff["prediction"],
         learned_variance=diff["learned-variance"].lower() in ("1", "true", "yes", "on"),
-        distilled=distilled, step=int(manifest["step"]), ema=ema, checkpoint=os.path.abspath(step_dir), config=cfg)
+        distilled=distilled, consistency=diff.get("objective", "denoise") == "consistency",
+        step=int(manifest["step"]), ema=ema, checkpoint=os.path.abspath(step_dir), config=cfg)
 
 
 def load(run_dir, ema=None, with_settings=False):
     """The model of RUN (a run folder, its checkpoints/ folder, a step folder or a student folder
-    OUT/steps-N) in eval mode on the CPU, with `.settings` (a DiffusionSettings) attached.
+    OUT/steps-N or OUT/consistency) in eval mode on the CPU, with `.settings` (a DiffusionSettings)
+    attached.
 
     ema: None takes the highest EMA rate in the checkpoint (the sampler's default), "none" the
     raw weights, or a rate such as "0.999" / 0.999. With with_settings=True returns

@@ -3,6 +3,11 @@
   compare NAME:RUN:LATENTS ...   ck_NAME/ (diffusion-sample --checkpoint) vs ts_NAME/
                                  (--torchscript of the export) vs a Python DDIM loop over
                                  diffusion_cluster.load(RUN), all from LATENTS
+  consistency NAME:RUN:LATENTS[:STEPS:NOISE] ...
+                                 ck_NAME/ (diffusion-sample --checkpoint of a consistency model)
+                                 vs consistency_sample over load(RUN) from LATENTS; multistep
+                                 with the sampler's keyed noise from NOISE (ddpm_step_probe);
+                                 ddim_sample refuses the model
   load-checks RUN ST_FILE ST_RUN EMA selection; safetensors weights equal the checkpoint's
   exceptions NOTRUN BADCRC BADARCH  load() raises RunFormatError naming the file
   plots DIR RUN DISTILL             DIR holds PNGs; the distillation's rounds sit where its
@@ -80,6 +85,58 @@ def compare(specs):
     return ok
 
 
+def python_consistency(run, latents, labels, steps=1, noise=None, ema=None):
+    model = dc.load(run, ema=ema)
+    with h5py.File(latents, "r") as f:
+        lat = torch.from_numpy(f["x"][:])
+    x = dc.consistency_sample(model, model.settings, lat, labels=None if labels is None else torch.from_numpy(labels),
+                              steps=steps, noise=noise)
+    if x.dim() == 4:
+        x = x.permute(0, 2, 3, 1)
+    return x.numpy()
+
+
+def consistency(specs):
+    ok = True
+    print(f"{'model':8} {'steps':>5} {'|ck|max':>9} {'ck-py':>9} {'tol':>9} {'ck-py(other weights)':>21}")
+    for spec in specs:
+        name, run, latents, *multi = spec.split(":")
+        steps, noise = 1, None
+        if multi:
+            # Draw 0 of each sample's keyed stream is x_T (replaced by the latents); draws 1 …
+            # steps-1 re-noise x0 at the further time points.
+            steps = int(multi[0])
+            with h5py.File(multi[1], "r") as f:
+                noise = list(torch.from_numpy(f["keyed"]["noise"][1:steps]))
+        ck, labels = samples(f"ck_{name}")
+        py = python_consistency(run, latents, labels, steps, noise)
+        scale = float(np.abs(ck).max())
+        tol = 1e-5 * max(1.0, scale)
+        d_py = float(np.abs(ck - py).max())
+        # Sensitivity as in compare: the raw weights against the EMA the sampler loads.
+        d_other = float(np.abs(ck - python_consistency(run, latents, labels, steps, noise, ema="none")).max())
+        print(f"{name:8} {steps:5} {scale:9.3g} {d_py:9.2g} {tol:9.2g} {d_other:21.3g}")
+        if not (ck.shape == py.shape and np.all(np.isfinite(ck)) and d_py <= tol):
+            print(f"  {name}: shapes {ck.shape} {py.shape} or differences above tol"); ok = False
+        if not d_other > 100 * tol:
+            print(f"  {name}: other weights give samples within 100 tol: the test is not sensitive"); ok = False
+        model = dc.load(run)
+        if not model.settings.consistency:
+            print(f"  {name}: settings.consistency is False"); ok = False
+        try:
+            dc.ddim_sample(model, model.settings, torch.zeros([2] + model.settings.sample_shape))
+            print(f"  {name}: ddim_sample sampled a consistency model"); ok = False
+        except ValueError as e:
+            if model.settings.checkpoint not in str(e) or "consistency_sample" not in str(e):
+                print(f"  {name}: ddim_sample's refusal {e!s} lacks the checkpoint or consistency_sample"); ok = False
+        # A consistency student's [distilled] records its method and no grid.
+        d = model.settings.distilled
+        if (d is None) != ("distilled" not in model.settings.config) or \
+                (d is not None and (d.method, d.sampling_steps, d.timesteps) != ("consistency", 0, [])):
+            print(f"  {name}: distilled = {d} for [distilled] {model.settings.config.get('distilled')}"); ok = False
+    return ok
+
+
 def load_checks(run, st_file, st_run):
     from safetensors import safe_open
 
@@ -152,6 +209,6 @@ def plots(folder, run, distill):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    ok = {"compare": lambda: compare(args), "load-checks": lambda: load_checks(*args),
+    ok = {"compare": lambda: compare(args), "consistency": lambda: consistency(args), "load-checks": lambda: load_checks(*args),
           "exceptions": lambda: exceptions(*args), "plots": lambda: plots(*args)}[cmd]()
     sys.exit(0 if ok else 1)

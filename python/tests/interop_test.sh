@@ -5,7 +5,9 @@
 # distilled student) are trained for a few steps; for each, `diffusion-sample --checkpoint`
 # and `--torchscript` of `python -m diffusion_cluster.export` decode the same latents with
 # DDIM (equal to round-off), and a Python DDIM loop over `diffusion_cluster.load` matches them
-# (interop_check.py). Bad input (not a run, checksum, unknown architecture) fails naming the
+# (interop_check.py). Two consistency models (trained, and distilled from the MLP) sampled
+# through `--checkpoint` match consistency_sample; ddim_sample and the export refuse them.
+# Bad input (not a run, checksum, unknown architecture) fails naming the
 # file, writing nothing. Then the plots. Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE,
 # DIFFUSION_TEST_DATA and DIFFUSION_PYTHON (tests/cli_common.sh).
 set -uo pipefail
@@ -53,6 +55,16 @@ else
   fail "distill (log follows)"; cat dist.log
 fi
 
+# Consistency models: one trained (iCT, v-prediction) and one distilled from the mlp teacher.
+train ct --data ring.h5 --model mlp --mlp-hidden 32 --mlp-blocks 2 --mlp-time-dim 16 --objective consistency \
+  --prediction v --steps 20 --batch-size 64 --ema-rates 0.9
+if "$BIN/diffusion-distill" --method consistency --teacher mlp --data ring.h5 --out cdist --steps-per-round 10 \
+     --batch-size 64 --lr 1e-3 --threads 1 >cdist.log 2>&1 && [ -d cdist/consistency/checkpoints ]; then
+  pass "distill a consistency student"
+else
+  fail "consistency distillation (log follows)"; cat cdist.log
+fi
+
 "$PY" "$SRC/tests/sample_models.py" latents lat2.h5 6 2 >/dev/null
 "$PY" "$SRC/tests/sample_models.py" latents lat14.h5 6 1,14,14 >/dev/null
 
@@ -85,6 +97,40 @@ if "$PY" "$SRC/python/tests/interop_check.py" compare mlp:mlp:lat2.h5 mlpc:mlpc:
 else
   fail "outputs equal"
 fi
+# Consistency models through --checkpoint (1 step by default) vs consistency_sample from the
+# same latents; 3 steps too where ddpm_step_probe (a test program) gives the sampler's keyed
+# noise, which Python cannot draw itself.
+csample() {  # NAME RUN FLAGS...
+  local name=$1 run=$2; shift 2
+  "$BIN/diffusion-sample" --checkpoint "$run" --latents lat2.h5 --save-float true --batch-size 4 --threads 1 \
+    "$@" --out "ck_$name" >"ck_$name.log" 2>&1 || { fail "$name: diffusion-sample --checkpoint (log follows)"; cat "ck_$name.log"; }
+}
+csample ct ct
+csample cdist cdist/consistency
+cspecs=(ct:ct:lat2.h5 cdist:cdist/consistency:lat2.h5)
+if [ -x "$BIN/ddpm_step_probe" ]; then
+  csample ct3 ct --steps 3 --seed 7
+  "$PY" -c "import h5py, numpy as np
+with h5py.File('keyed.h5', 'w') as f:
+    g = f.create_group('keyed')
+    for k, v in dict(seed=7, count=6, draws=3, dim=2).items(): g.attrs[k] = np.int64(v)" &&
+    "$BIN/ddpm_step_probe" keyed.h5 >/dev/null && cspecs+=(ct3:ct:lat2.h5:3:keyed.h5)
+else
+  echo "note: no $BIN/ddpm_step_probe: multistep consistency sampling not compared"
+fi
+if "$PY" "$SRC/python/tests/interop_check.py" consistency "${cspecs[@]}"; then
+  pass "consistency_sample equals diffusion-sample --checkpoint to round-off; ddim_sample refuses (table above)"
+else
+  fail "consistency_sample"
+fi
+expect_fail "export refuses a consistency model" "ct/checkpoints/step-00000020/manifest.json: a consistency model" \
+  ct.pt "$PY" -m diffusion_cluster.export ct --out ct.pt
+expect_fail "export refuses a consistency student" \
+  "cdist/consistency/checkpoints/step-00000010/manifest.json: a consistency model" cdist.pt \
+  "$PY" -m diffusion_cluster.export cdist/consistency --out cdist.pt
+[ -e ct.safetensors ] || [ -e ct.json ] || [ -e cdist.safetensors ] || [ -e cdist.json ] &&
+  fail "a refused export left files" || pass "refused exports wrote nothing"
+
 if "$PY" "$SRC/python/tests/interop_check.py" load-checks mlp unet.safetensors unet; then
   pass "EMA choice, safetensors weights and config"
 else
