@@ -46,6 +46,14 @@ TEST(LrSchedule, CosineWithoutWarmupToZero) {
   for (int64_t i = 1; i <= 100; ++i) EXPECT_LT(s.at(i), s.at(i - 1)) << "step " << i;
 }
 
+// A run shorter than its warmup never leaves it; the decay does not start.
+TEST(LrSchedule, CosineRunShorterThanItsWarmupStaysInTheWarmup) {
+  const LrSchedule s{1e-2, 100, LrDecay::kCosine, 0, 10};
+  EXPECT_DOUBLE_EQ(s.at(0), 1e-4);
+  EXPECT_DOUBLE_EQ(s.at(9), 1e-3);
+  EXPECT_DOUBLE_EQ(s.at(150), 1e-2);  // past the warmup, nothing to decay over: the base rate
+}
+
 // The schedule is a pure function of the step: a resumed run (a new object, steps in any order)
 // reads the same bits.
 TEST(LrSchedule, PureFunctionOfTheStep) {

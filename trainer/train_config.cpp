@@ -45,9 +45,6 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   if (o.warmup < 0) fail("warmup", "must be >= 0");
   if (!(o.lr_min >= 0 && o.lr_min <= o.lr))
     fail("lr-min", fmt::format("{} is not in [0, lr = {}]", o.lr_min, o.lr));
-  // A cosine decay spans the steps after the warmup; with none left it would never start.
-  if (o.lr_decay == LrDecay::kCosine && o.warmup >= o.steps)
-    fail("lr-decay", fmt::format("cosine needs steps after the warmup: --warmup {} >= --steps {}", o.warmup, o.steps));
   if (o.grad_clip < 0) fail("grad-clip", "must be >= 0");
   for (double r : o.ema_rates)
     if (!(r > 0 && r < 1)) fail("ema-rates", fmt::format("{} is not in (0, 1)", r));
