@@ -52,7 +52,8 @@ const OptionSpec kOptions[] = {
     {"optimiser", "micro-batch", "0", "per-rank micro-batch (gradient accumulation); 0 = off"},
     {"optimiser", "lr", "2e-4", "AdamW learning rate"},
     {"optimiser", "warmup", "0", "linear learning-rate warmup steps"},
-    {"optimiser", "lr-decay", "constant", "learning rate after the warmup: constant | cosine (from lr down to lr-min at the last of --steps)"},
+    {"optimiser", "lr-decay", "constant", "learning rate after the warmup: constant | cosine (from lr down to "
+     "lr-min at the end of --steps)"},
     {"optimiser", "lr-min", "0", "cosine lr-decay: the final learning rate"},
     {"optimiser", "weight-decay", "0", "AdamW weight decay"},
     {"optimiser", "grad-clip", "1", "clip the global gradient norm to this; 0 = off"},
