@@ -16,7 +16,9 @@ cd "$WORK" || exit 1
 export PYTHONPATH="$SRC/python${PYTHONPATH:+:$PYTHONPATH}"
 "$BIN/diffusion-data" make-toy --kind gmm-ring --num 5000 --seed 0 --out ring.h5 >/dev/null
 
-COMMON=(--config "$SRC/configs/toy_2d.ini" --data ring.h5 --threads 1 --mlp-hidden 64 --log-every 100)
+# toy_2d's recipe before issue #13 pinned (eps, constant lr 1e-3, batch 256): what these checks were sized on.
+COMMON=(--config "$SRC/configs/toy_2d.ini" --data ring.h5 --threads 1 --mlp-hidden 64 --log-every 100
+        --prediction eps --lr 1e-3 --lr-decay constant --batch-size 256)
 "$BIN/diffusion-train" "${COMMON[@]}" --steps 1500 --ema-rates 0.99 --checkpoint-every 1500 --out model \
   >model.log 2>&1 || { cat model.log; exit 1; }
 CLS=("$BIN/diffusion-train" "${COMMON[@]}" --objective classifier --steps 400 --mlp-blocks 2 --ema-rates 0.99

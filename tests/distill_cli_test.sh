@@ -13,8 +13,10 @@ source "$(dirname "$0")/cli_common.sh" distill_cli_test
 MPI=("${MPIRUN[@]}")
 "$BIN/diffusion-data" make-toy --kind gmm-ring --num 20000 --seed 0 --out "$WORK/ring.h5" >/dev/null
 
-# --- the teacher: toy_2d (eps prediction), shortened -------------------------------------------
+# --- the teacher: toy_2d shortened, with its recipe before issue #13 (eps prediction, constant lr
+# 1e-3, batch 256) pinned: the test wants a teacher whose DDIM-4 is poor, for the student to beat --
 if ! "${MPI[@]}" -np 2 "$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --data "$WORK/ring.h5" \
+    --prediction eps --lr 1e-3 --lr-decay constant --batch-size 256 \
     --out "$WORK/teacher" --steps 1500 --threads 1 --log-every 500 >"$WORK/teacher.log" 2>&1; then
   fail "teacher training (log follows)"; cat "$WORK/teacher.log"
   finish; exit 1

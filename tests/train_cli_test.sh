@@ -14,7 +14,8 @@ BASE=("${MPIRUN[@]}" "$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" -
 TRAIN=("${BASE[@]}" --data "$WORK/ring.h5")
 
 # --- a short run: loss falls, config saved, checkpoint with manifest --------------------------
-if "${TRAIN[@]}" --out "$WORK/run" --steps 600 --checkpoint-every 300 >"$WORK/run.log" 2>&1; then
+# ε-prediction pinned: the per-quarter check below is about ε (the config predicts v).
+if "${TRAIN[@]}" --out "$WORK/run" --steps 600 --checkpoint-every 300 --prediction eps >"$WORK/run.log" 2>&1; then
   pass "mpirun -np 2 diffusion-train exits 0"
 else
   fail "mpirun -np 2 diffusion-train (log follows)"; cat "$WORK/run.log"
@@ -32,7 +33,7 @@ assert len(q) == 4 and min(q) > 0 and q[0] > q[3], q
 assert rows[-1]["images_per_s"] > 0
 PYEOF
 then pass "loss falls (metrics.jsonl)"; else fail "loss falls"; fi
-if [ -f "$WORK/run/config.ini" ] && grep -q "batch-size = 256" "$WORK/run/config.ini" &&
+if [ -f "$WORK/run/config.ini" ] && grep -q "batch-size = 512" "$WORK/run/config.ini" &&
    [ -f "$WORK/run/checkpoints/step-00000600/manifest.json" ] &&
    [ "$(cat "$WORK/run/checkpoints/latest")" = "step-00000600" ]; then
   pass "resolved config, checkpoint manifest and latest pointer"

@@ -96,6 +96,39 @@ TEST(TrainConfigValidation, NamesTheKeyAtFault) {
   EXPECT_THROW(validate_train_config(*c, 1), Error);
 }
 
+TEST(TrainOptions, LrDecayFromIniAndCommandLine) {
+  testing::ScratchDir dir("train_options_lr_decay");
+  const auto ini = dir.file("run.ini");
+  std::ofstream(ini) << "[data]\ndata = a.h5\n[optimiser]\nlr = 1e-2\nlr-decay = cosine\nlr-min = 1e-4\n";
+  auto c = parse({"--config", ini, "--out", "o"});
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->optim.lr_decay, LrDecay::kCosine);
+  EXPECT_DOUBLE_EQ(c->optim.lr_min, 1e-4);
+  EXPECT_NE(c->resolved_text.find("lr-decay = cosine"), std::string::npos);
+  EXPECT_NO_THROW(validate_train_config(*c, 1));
+  c = parse({"--config", ini, "--out", "o", "--lr-decay", "constant"});
+  EXPECT_EQ(c->optim.lr_decay, LrDecay::kConstant);
+  c = parse({"--data", "a.h5", "--out", "o"});
+  EXPECT_EQ(c->optim.lr_decay, LrDecay::kConstant);  // default: the rate the runs before it used
+  EXPECT_DOUBLE_EQ(c->optim.lr_min, 0.0);
+}
+
+TEST(TrainConfigValidation, LrDecayErrorsNameTheKey) {
+  EXPECT_NE(error_of({"--lr-decay", "linear"}).find("--lr-decay"), std::string::npos);
+  EXPECT_NE(error_of({"--lr-decay", "linear"}).find("linear"), std::string::npos);
+  EXPECT_NE(error_of({"--lr-min", "small"}).find("lr-min"), std::string::npos);
+  const auto expect_key = [](const std::vector<std::string>& args, const std::string& key) {
+    auto c = parse(args);
+    ASSERT_TRUE(c);
+    testing::expect_error([&] { validate_train_config(*c, 1); }, {key});
+  };
+  expect_key({"--data", "d.h5", "--out", "o", "--lr", "1e-3", "--lr-decay", "cosine", "--lr-min", "2e-3"}, "--lr-min");
+  expect_key({"--data", "d.h5", "--out", "o", "--lr-min", "-1e-5"}, "--lr-min");
+  // A run shorter than its warmup is allowed (smoke runs of a cosine config): it never decays.
+  auto c = parse({"--data", "d.h5", "--out", "o", "--lr-decay", "cosine", "--steps", "10", "--warmup", "100"});
+  EXPECT_NO_THROW(validate_train_config(*c, 1));
+}
+
 TEST(TrainConfigValidation, DatasetMustFitTheModel) {
   auto c = parse({"--data", "d.h5", "--out", "o", "--model", "unet", "--class-cond", "true"});
   DatasetInfo vectors;

@@ -57,6 +57,8 @@ void validate_train_config(const TrainConfig& c, int world_size) {
                                     o.micro_batch, local, o.batch_size, world_size));
   if (!(o.lr > 0)) fail("lr", fmt::format("{} is not positive", o.lr));
   if (o.warmup < 0) fail("warmup", "must be >= 0");
+  if (!(o.lr_min >= 0 && o.lr_min <= o.lr))
+    fail("lr-min", fmt::format("{} is not in [0, lr = {}]", o.lr_min, o.lr));
   if (o.grad_clip < 0) fail("grad-clip", "must be >= 0");
   for (double r : o.ema_rates)
     if (!(r > 0 && r < 1)) fail("ema-rates", fmt::format("{} is not in (0, 1)", r));

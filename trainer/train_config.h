@@ -10,6 +10,7 @@
 #include "core/diffusion/diffusion_config.h"
 #include "core/models/model_config.h"
 #include "core/models/precision.h"
+#include "trainer/lr_schedule.h"
 
 namespace diffusion {
 
@@ -48,6 +49,8 @@ struct OptimOptions {
   int64_t micro_batch = 0;    // per-rank micro-batch for accumulation; 0 = the whole local batch
   double lr = 2e-4;
   int64_t warmup = 0;         // linear warmup steps
+  LrDecay lr_decay = LrDecay::kConstant;  // --lr-decay: the rate after the warmup
+  double lr_min = 0.0;        // --lr-min: where a cosine decay ends, at step `steps`
   double weight_decay = 0.0;
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double grad_clip = 1.0;     // max global gradient norm; 0 = off

@@ -58,6 +58,9 @@ const OptionSpec kOptions[] = {
     {"optimiser", "micro-batch", "0", "per-rank micro-batch (gradient accumulation); 0 = off"},
     {"optimiser", "lr", "2e-4", "AdamW learning rate"},
     {"optimiser", "warmup", "0", "linear learning-rate warmup steps"},
+    {"optimiser", "lr-decay", "constant", "learning rate after the warmup: constant | cosine (from lr down to "
+     "lr-min at the end of --steps)"},
+    {"optimiser", "lr-min", "0", "cosine lr-decay: the final learning rate"},
     {"optimiser", "weight-decay", "0", "AdamW weight decay"},
     {"optimiser", "grad-clip", "1", "clip the global gradient norm to this; 0 = off"},
     {"optimiser", "ema-rates", "0.9999", "EMA decay rates, comma-separated, or none"},
@@ -82,6 +85,12 @@ const OptionTable& train_table() {
                                  {"data", "model", "diffusion", "consistency", "optimiser", "checkpoint", "logging", "runtime"},
                                  {std::begin(kOptions), std::end(kOptions)}};
   return table;
+}
+
+LrDecay lr_decay_option(const std::string& value) {
+  if (value == "constant") return LrDecay::kConstant;
+  if (value == "cosine") return LrDecay::kCosine;
+  throw Error(fmt::format("option --lr-decay: '{}' is not constant or cosine", value));
 }
 
 TrainConfig config_from_values(const OptionValues& values) {
@@ -145,6 +154,8 @@ TrainConfig config_from_values(const OptionValues& values) {
   o.micro_batch = option_int("micro-batch", s("micro-batch"));
   o.lr = option_double("lr", s("lr"));
   o.warmup = option_int("warmup", s("warmup"));
+  o.lr_decay = lr_decay_option(s("lr-decay"));
+  o.lr_min = option_double("lr-min", s("lr-min"));
   o.weight_decay = option_double("weight-decay", s("weight-decay"));
   o.grad_clip = option_double("grad-clip", s("grad-clip"));
   o.ema_rates = s("ema-rates") == "none" ? std::vector<double>{} : option_double_list("ema-rates", s("ema-rates"));

@@ -248,7 +248,7 @@ TrainResult Trainer::run() {
   GradBucketerConfig bucket_config;
   bucket_config.bucket_bytes = c.optim.bucket_mb << 20;
   GradBucketer bucketer(communicator_, params.tensors, bucket_config);
-  const LrSchedule lr_schedule{c.optim.lr, c.optim.warmup};
+  const LrSchedule lr_schedule{c.optim.lr, c.optim.warmup, c.optim.lr_decay, c.optim.lr_min, c.optim.steps};
   const double max_norm = c.optim.grad_clip > 0 ? c.optim.grad_clip : std::numeric_limits<double>::infinity();
   const int64_t local_batch = c.optim.batch_size / world;
   const int64_t micro = c.optim.micro_batch > 0 ? c.optim.micro_batch : local_batch;
