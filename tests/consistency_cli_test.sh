@@ -91,7 +91,7 @@ grep -q "resumed from .*step-00000020" "$WORK/cd_r2.log" && same_samples "$WORK/
 
 # --- consistency training ---------------------------------------------------------------------
 CT=("$BIN/diffusion-train" --config "$SRC/configs/toy_2d.ini" --data "$D" --objective consistency --prediction v
-    --threads 1 --checkpoint-every 20 --log-every 100 --ema-rates 0.999)
+    --batch-size 256 --lr 1e-3 --lr-decay constant --threads 1 --checkpoint-every 20 --log-every 100 --ema-rates 0.999)
 "${MPI[@]}" -np 2 "${CT[@]}" --steps 800 --out "$WORK/ct" >"$WORK/ct.log" 2>&1 || { fail "CT run"; tail -5 "$WORK/ct.log"; }
 sample "$WORK/ct" "$WORK/s_ct1"
 "$PY" - "$D" "$WORK/noise.h5" <<'PYEOF'
