@@ -35,6 +35,7 @@ timed teacher "${MPI[@]}" $BIN/diffusion-train --config configs/toy_2d.ini --thr
 timed progressive "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_toy.ini --threads 1 >"$OUT/progressive.log" 2>&1
 timed cd "${MPI[@]}" $BIN/diffusion-distill --config configs/consistency_toy.ini --threads 1 >"$OUT/cd.log" 2>&1
 timed ct "${MPI[@]}" $BIN/diffusion-train --config configs/toy_2d.ini --objective consistency --prediction v \
+  --batch-size 256 --lr 1e-3 --lr-decay cosine \
   --steps 6000 --ema-rates 0.995 --out runs/toy_2d_ct --threads 1 >"$OUT/ct.log" 2>&1
 
 # family | label | NFE | checkpoint | sampler options

@@ -42,7 +42,7 @@ PYEOF
 }
 
 # --- consistency distillation on 2 ranks -------------------------------------------------------
-COMMON=(--batch-size 256 --lr 2e-4 --checkpoint-every 10 --log-every 100 --threads 1)
+COMMON=(--batch-size 256 --lr 1e-3 --checkpoint-every 10 --log-every 100 --threads 1)
 CD=("$BIN/diffusion-distill" --method consistency "${COMMON[@]}" --teacher "$WORK/teacher" --data "$D")
 start=$(date +%s)
 if "${MPI[@]}" -np 2 "${CD[@]}" --steps-per-round 300 --out "$WORK/cd" >"$WORK/cd.log" 2>&1; then
