@@ -5,8 +5,9 @@
 # sample (NFE; Heun's S steps cost 2S - 1); the progressive-distillation students
 # (configs/distill_toy.ini), a consistency-distilled student (configs/consistency_toy.ini) and a
 # consistency-trained model (toy_2d.ini with --objective consistency --prediction v, the same
-# 6000 steps) at 1, 2 and 4 steps. Scored by diffusion-eval (mean NLL under the true mixture,
-# off-mode fraction). Trains what is missing (all of it resumes), on 2 ranks, one thread each.
+# 6000 steps at batch 256, lr 1e-3 with a cosine decay) at 1, 2 and 4 steps. Scored by
+# diffusion-eval (mean NLL under the true mixture, off-mode fraction). Trains what is missing
+# (all of it resumes), on 2 ranks, one thread each.
 # Builds nothing: run ./launch/build.sh first. Writes runs/fast_toy/ (samples, eval JSON,
 # table.md, times) and docs/results/toy_quality_vs_nfe.png.
 # Environment overrides: N (samples per row, 5000), RANKS (2).
