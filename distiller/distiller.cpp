@@ -130,6 +130,9 @@ DistillResult run_consistency_distillation(const DistillConfig& c, const Trained
   settings.push_back({"checkpoint", "out", dir});
   settings.push_back({"distilled", "method", "consistency"});
   settings.push_back({"distilled", "guidance-scale", fmt::format("{}", c.guidance_scale)});
+  // Multistep sampling snaps its time points to this grid, the only timesteps the student learns.
+  const auto grid = consistency_grid(NoiseSchedule::from_config(teacher.train.diffusion.schedule), c.consistency_points);
+  settings.push_back({"distilled", "grid", fmt::format("{}", fmt::join(grid, ","))});
   const auto text = set_ini_values(remove_ini_section(teacher.train.resolved_text, "distilled"), settings);
   auto config = parse_resolved_config(text, dir + " (student config)");
   config.resolved_text = remove_ini_section(text, "derived");  // the trainer derives it anew

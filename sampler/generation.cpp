@@ -159,6 +159,7 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
            "these settings sample it off that grid",
            student.sampling_steps);
   }
+  if (m.consistency) s.consistency_grid = m.distilled.grid;
   s.eta = c.eta;
   s.karras = c.karras;
   s.churn = c.churn;
@@ -213,6 +214,7 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
   // existed (ddpm, ddim) still resume.
   // Recorded only with a classifier, so folders written before it existed still resume.
   if (classifier) r.settings["classifier"] = {{"model", classifier->identity}, {"scale", s.classifier_scale}};
+  if (!s.consistency_grid.empty()) r.settings["consistency_grid"] = s.consistency_grid;
   if (is_fast_sampler(s.kind)) {
     r.settings["karras"] = s.karras;
     if (s.kind == SamplerKind::kEuler || s.kind == SamplerKind::kHeun)

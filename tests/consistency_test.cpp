@@ -285,6 +285,21 @@ TEST(ConsistencySampling, ExactModelGivesTheDataDistribution) {
     const auto one = sampler.sample(fn, {17}, {2}, {});
     EXPECT_TRUE(tensor_near(one[0], x[17], 1e-5, 1e-6)) << steps;
   }
+  // A distilled student's grid: the points snap to its nearest timesteps (ties to the larger).
+  const std::vector<int64_t> grid = {0, 5, 21, 55, 120, 221, 342, 455, 551, 631, 699, 757, 809, 854, 895, 933, 967, 999};
+  EXPECT_EQ(consistency_sampling_timesteps(1000, 1, grid), (std::vector<int64_t>{999}));
+  EXPECT_EQ(consistency_sampling_timesteps(1000, 2, grid), (std::vector<int64_t>{999, 455}));  // 499: 44 vs 52
+  EXPECT_EQ(consistency_sampling_timesteps(1000, 4, grid), (std::vector<int64_t>{999, 757, 455, 221}));
+  EXPECT_EQ(consistency_sampling_timesteps(10, 2, {0, 2, 6, 9}), (std::vector<int64_t>{9, 6}));  // 4: a tie, 6
+  testing::expect_error([&] { consistency_sampling_timesteps(1000, 3, {0, 999}); }, {"--steps 3", "only 2"});
+  {
+    SamplerConfig config;
+    config.kind = SamplerKind::kConsistency;
+    config.steps = 4;
+    config.spacing = TimestepSpacing::kTrailing;
+    config.consistency_grid = grid;
+    EXPECT_EQ(Sampler(kSchedule, config).timesteps(), (std::vector<int64_t>{999, 757, 455, 221}));
+  }
   SamplerConfig bad;
   bad.kind = SamplerKind::kConsistency;
   bad.steps = 2;

@@ -93,6 +93,7 @@ struct DistilledInfo {
   int64_t sampling_steps = 0;       // N; 0 = not a progressive-distillation student
   std::vector<int64_t> timesteps;   // the N timesteps visited, descending (then ᾱ = 1)
   double guidance_scale = 1.0;      // guidance of the teacher targets, baked into the student
+  std::vector<int64_t> grid;        // a consistency student's training grid, ascending (key `grid`)
 };
 
 struct TrainConfig;

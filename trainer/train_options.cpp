@@ -210,6 +210,7 @@ TrainConfig parse_resolved_config(const std::string& text, const std::string& so
       if (key == "num-classes") num_classes = option_int("num-classes", value);  // a classifier's classes too
     } else if (section == "[distilled]") {
       if (key == "method") distilled.method = value;
+      else if (key == "grid") distilled.grid = option_int_list(key, value);
       else if (key == "sampling-steps") distilled.sampling_steps = option_int(key, value);
       else if (key == "timesteps") distilled.timesteps = option_int_list(key, value);
       else if (key == "guidance-scale") distilled.guidance_scale = option_double(key, value);

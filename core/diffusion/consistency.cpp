@@ -99,8 +99,21 @@ at::Tensor teacher_ode_step(const NoiseSchedule& schedule, TeacherSolver solver,
   return (x + (s_lo - s_hi) * (0.5 * (d + d_next))) * a_lo;
 }
 
-std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps) {
-  return timestep_spacing(TimestepSpacing::kTrailing, T, steps);
+std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps, const std::vector<int64_t>& grid) {
+  auto t = timestep_spacing(TimestepSpacing::kTrailing, T, steps);
+  if (grid.empty()) return t;
+  for (auto& tau : t) {
+    const auto hi = std::lower_bound(grid.begin(), grid.end(), tau);
+    if (hi == grid.end()) tau = grid.back();
+    else if (hi == grid.begin() || *hi - tau <= tau - *(hi - 1)) tau = *hi;
+    else tau = *(hi - 1);
+  }
+  t.erase(std::unique(t.begin(), t.end()), t.end());
+  if (static_cast<int64_t>(t.size()) != steps)
+    throw Error(fmt::format("--steps {}: the consistency student's training grid ({} points) has only {} distinct "
+                            "points near trailing spacing; use fewer steps",
+                            steps, grid.size(), t.size()));
+  return t;
 }
 
 }  // namespace diffusion

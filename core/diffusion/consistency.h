@@ -67,7 +67,11 @@ at::Tensor teacher_ode_step(const NoiseSchedule& schedule, TeacherSolver solver,
                             const at::Tensor& z_hi, const at::Tensor& t_hi, const at::Tensor& t_lo);
 
 // The time points of K-step consistency sampling (Song et al. 2023, Algorithm 1), descending:
-// trailing spacing, so the first is T-1 (σ_max) whatever K.
-std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps);
+// trailing spacing, so the first is T-1 (σ_max) whatever K. With a distilled student's training
+// grid (ascending, ending at T-1) each point moves to the nearest grid timestep (ties to the
+// larger): the student has only been trained there. Throws diffusion::Error when fewer than K
+// distinct points remain.
+std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps,
+                                                    const std::vector<int64_t>& grid = {});
 
 }  // namespace diffusion

@@ -120,6 +120,8 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
   if (config_.churn < 0) throw Error(fmt::format("--churn {} must be >= 0", config_.churn));
   if (config_.kind == SamplerKind::kConsistency) {
     if (config_.eta != 0.0) throw Error(fmt::format("--eta {}: consistency sampling has no eta", config_.eta));
+    if (!config_.consistency_grid.empty() && config_.spacing == TimestepSpacing::kTrailing)
+      timesteps_ = consistency_sampling_timesteps(training.num_steps(), config_.steps, config_.consistency_grid);
     if (timesteps_.front() != training.num_steps() - 1)
       throw Error(fmt::format("--timestep-spacing {}: consistency sampling starts at sigma_max (t = {}), this spacing "
                               "starts at t = {}; use trailing",

@@ -51,6 +51,9 @@ struct SamplerConfig {
   // gradient; applied after classifier-free guidance.
   double classifier_scale = 1.0;
   int64_t num_classes = 0;      // > 0: conditional model whose null label is num_classes
+  // Consistency sampling of a distilled student: its training grid (ascending); the time points
+  // snap to it (consistency_sampling_timesteps). Empty: plain trailing spacing.
+  std::vector<int64_t> consistency_grid;
   uint64_t seed = 0;
   // Where x_T and the per-step noise are drawn (keyed_normal gives the same values on CPU and
   // CUDA), and where x_T given as latents is moved; the model is called on tensors there.

@@ -21,6 +21,7 @@ class Distilled:
     timesteps: List[int]
     guidance_scale: float
     method: str = "progressive"    # "progressive" | "consistency"
+    grid: List[int] = dataclasses.field(default_factory=list)  # a consistency student's training grid
 
 
 @dataclasses.dataclass
@@ -111,7 +112,7 @@ def settings_of(cfg, source, manifest, step_dir, ema):
         steps, grid = int(d.get("sampling-steps", "0")), _ints(d.get("timesteps", ""))
         if steps != len(grid):
             raise RunFormatError(f"{source}: [distilled] sampling-steps = {steps} but {len(grid)} timesteps are listed")
-        distilled = Distilled(steps, grid, float(d.get("guidance-scale", "1")), method)
+        distilled = Distilled(steps, grid, float(d.get("guidance-scale", "1")), method, _ints(d.get("grid", "")))
     opt = lambda k: None if diff.get(k, "auto") == "auto" else float(diff[k])
     return DiffusionSettings(
         kind=cfg["model"]["model"], sample_shape=_ints(derived["sample-shape"]),

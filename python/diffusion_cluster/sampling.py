@@ -111,6 +111,17 @@ def consistency_sample(model, settings, x, labels=None, steps=1, noise=None, cli
                          "sample it with ddim_sample")
     T = s.timesteps
     taus = timestep_spacing("trailing", T, steps)  # the first is T-1 at any step count
+    grid = s.distilled.grid if s.distilled else []
+    if grid:  # a distilled student: the nearest points of its training grid (ties to the larger)
+        snapped = []
+        for tau in taus:
+            g = min(grid, key=lambda u: (abs(u - tau), -u))
+            if not snapped or snapped[-1] != g:
+                snapped.append(g)
+        if len(snapped) != steps:
+            raise ValueError(f"steps = {steps}: the student's grid has only {len(snapped)} distinct points near "
+                             "trailing spacing")
+        taus = snapped
     if clip_x0 is None:
         clip_x0 = len(s.sample_shape) == 3
     x = x.to(torch.float32).clone()
