@@ -59,6 +59,8 @@ def as_bool(s):
 
 
 def as_ints(s):
+    if s.strip() == "none":  # attention-resolutions = none (the C++ options' spelling of "empty")
+        return []
     return [int(v) for v in s.split(",") if v.strip()]
 
 

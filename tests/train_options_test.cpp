@@ -129,6 +129,23 @@ TEST(TrainConfigValidation, LrDecayErrorsNameTheKey) {
   EXPECT_NO_THROW(validate_train_config(*c, 1));
 }
 
+TEST(TrainConfigValidation, MinSnrGammaFromIniAndItsErrors) {
+  testing::ScratchDir dir("train_options_min_snr");
+  const auto ini = dir.file("run.ini");
+  std::ofstream(ini) << "[data]\ndata = a.h5\n[diffusion]\nmin-snr-gamma = 5\n";
+  auto c = parse({"--config", ini, "--out", "o"});
+  ASSERT_TRUE(c);
+  EXPECT_DOUBLE_EQ(c->diffusion.min_snr_gamma, 5.0);
+  EXPECT_NE(c->resolved_text.find("min-snr-gamma = 5"), std::string::npos);
+  EXPECT_NO_THROW(validate_train_config(*c, 1));
+  EXPECT_DOUBLE_EQ(parse({"--data", "a.h5", "--out", "o"})->diffusion.min_snr_gamma, 0.0);  // off by default
+  EXPECT_NE(error_of({"--min-snr-gamma", "five"}).find("min-snr-gamma"), std::string::npos);
+  c = parse({"--data", "d.h5", "--out", "o", "--min-snr-gamma", "-1"});
+  testing::expect_error([&] { validate_train_config(*c, 1); }, {"--min-snr-gamma", "-1"});
+  c = parse({"--data", "d.h5", "--out", "o", "--min-snr-gamma", "5", "--objective", "classifier"});
+  testing::expect_error([&] { validate_train_config(*c, 1); }, {"--min-snr-gamma", "classifier"});
+}
+
 TEST(TrainConfigValidation, DatasetMustFitTheModel) {
   auto c = parse({"--data", "d.h5", "--out", "o", "--model", "unet", "--class-cond", "true"});
   DatasetInfo vectors;

@@ -43,6 +43,11 @@ void validate_train_config(const TrainConfig& c, int world_size) {
     fail("class-cond", "a classifier (--objective classifier) is not conditioned on a label; leave --class-cond out");
   if (c.diffusion.objective == "classifier" && c.diffusion.learned_variance)
     fail("learned-variance", "a classifier (--objective classifier) predicts no variance; leave it out");
+  if (c.diffusion.min_snr_gamma < 0)
+    fail("min-snr-gamma", fmt::format("{} must be >= 0 (0 = off)", c.diffusion.min_snr_gamma));
+  if (c.diffusion.min_snr_gamma > 0 && c.diffusion.objective != "denoise")
+    fail("min-snr-gamma", fmt::format("weights the denoising loss only, not --objective {}; leave it out",
+                                      c.diffusion.objective));
   if (c.diffusion.p_uncond < 0 || c.diffusion.p_uncond >= 1)
     fail("p-uncond", fmt::format("{} is not in [0, 1)", c.diffusion.p_uncond));
   const auto& o = c.optim;

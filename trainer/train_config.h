@@ -25,6 +25,7 @@ struct DiffusionOptions {
   Prediction prediction = Prediction::kEps;
   bool learned_variance = false;  // L_hybrid with a learned-range variance
   double vlb_weight = 0.001;
+  double min_snr_gamma = 0.0;  // min-SNR-γ loss weighting; 0 = off
   bool class_conditional = false;
   double p_uncond = 0.1;  // label dropped to the null label with this probability
   // --objective: what is trained. "denoise" (the default), "classifier": a time-conditional

@@ -42,6 +42,7 @@ const OptionSpec kOptions[] = {
     {"diffusion", "prediction", "eps", "network target: eps | x0 | v"},
     {"diffusion", "learned-variance", "false", "learn the variance (L_hybrid)"},
     {"diffusion", "vlb-weight", "0.001", "lambda of L_hybrid = L_simple + lambda*L_vlb (L_vlb sums T terms)"},
+    {"diffusion", "min-snr-gamma", "0", "min-SNR-gamma loss weighting (Hang et al. 2023, gamma 5); 0 = off"},
     {"diffusion", "class-cond", "false", "class-conditional (needs labels)"},
     {"diffusion", "p-uncond", "0.1", "probability of dropping the label (guidance)"},
     // Classifier guidance (docs/sampling.md, "Classifier guidance").
@@ -136,6 +137,7 @@ TrainConfig config_from_values(const OptionValues& values) {
   d.prediction = parse_prediction(s("prediction"));
   d.learned_variance = option_bool("learned-variance", s("learned-variance"));
   d.vlb_weight = option_double("vlb-weight", s("vlb-weight"));
+  d.min_snr_gamma = option_double("min-snr-gamma", s("min-snr-gamma"));
   d.class_conditional = option_bool("class-cond", s("class-cond"));
   d.p_uncond = option_double("p-uncond", s("p-uncond"));
   d.objective = s("objective");  // checked by validate_train_config

@@ -179,7 +179,8 @@ TrainResult Trainer::run() {
   } else if (!objective_) {
     own_objective = std::make_unique<DenoisingObjective>(
         NoiseSchedule::from_config(c.diffusion.schedule),
-        LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight}, precision);
+        LossConfig{c.diffusion.prediction, c.diffusion.learned_variance, c.diffusion.vlb_weight,
+                   c.diffusion.min_snr_gamma}, precision);
   }
   TrainingObjective& objective = objective_ ? *objective_ : *own_objective;
   torch::manual_seed(c.optim.seed);

@@ -15,6 +15,18 @@ at::Tensor prediction_target(const NoiseSchedule& s, Prediction prediction, cons
   return eps;
 }
 
+at::Tensor min_snr_weight(const NoiseSchedule& s, Prediction prediction, double gamma, const at::Tensor& t) {
+  const auto abar = s.alphas_cumprod().to(t.device()).index_select(0, t.to(torch::kLong));  // [B] float64
+  const auto snr = abar / (1.0 - abar);
+  const auto clipped = torch::clamp_max(snr, gamma);
+  switch (prediction) {
+    case Prediction::kEps: return clipped / snr;
+    case Prediction::kX0: return clipped;
+    case Prediction::kV: return clipped / (snr + 1.0);
+  }
+  return clipped / snr;
+}
+
 LossTerms training_losses(const NoiseSchedule& s, const LossConfig& config,
                           const at::Tensor& output, const at::Tensor& x0, const at::Tensor& xt,
                           const at::Tensor& t, const at::Tensor& eps) {
@@ -33,6 +45,8 @@ LossTerms training_losses(const NoiseSchedule& s, const LossConfig& config,
   const auto target = prediction_target(s, config.prediction, x0, t, eps);
   terms.mse = mean_over_nonbatch((target - mean_out).pow(2));
   terms.loss = terms.mse;
+  if (config.min_snr_gamma > 0)
+    terms.loss = terms.mse * min_snr_weight(s, config.prediction, config.min_snr_gamma, t).to(terms.mse.dtype());
   if (config.learned_variance)
     terms.loss = terms.mse + config.vlb_weight * static_cast<double>(s.num_steps()) * terms.vlb;
   return terms;

@@ -16,11 +16,15 @@ struct LossConfig {
   // λ of L_hybrid. L_vlb sums T terms, so with uniform t the per-sample estimate is
   // λ·T·L_t (Improved DDPM: λ = 0.001 at T = 1000 weighs one term by 1).
   double vlb_weight = 0.001;
+  // Min-SNR-γ weighting (Hang et al. 2023); 0 = off. Each sample's MSE is weighted so that the
+  // loss equals min(SNR_t, γ)·‖x̂_0 − x_0‖² whatever the prediction target (docs/math.md
+  // "Loss weighting"): ε: min(SNR, γ)/SNR, x_0: min(SNR, γ), v: min(SNR, γ)/(SNR + 1).
+  double min_snr_gamma = 0.0;
 };
 
 struct LossTerms {
   at::Tensor loss;  // [B], what is minimised
-  at::Tensor mse;   // [B], mean over elements
+  at::Tensor mse;   // [B], mean over elements, unweighted
   at::Tensor vlb;   // [B] nats/dim, only with a learned variance
 };
 
@@ -28,6 +32,9 @@ struct LossTerms {
 LossTerms training_losses(const NoiseSchedule& s, const LossConfig& config,
                           const at::Tensor& output, const at::Tensor& x0, const at::Tensor& xt,
                           const at::Tensor& t, const at::Tensor& eps);
+
+// The min-SNR-γ weight of each sample's MSE for a prediction kind.
+at::Tensor min_snr_weight(const NoiseSchedule& s, Prediction prediction, double gamma, const at::Tensor& t);  // [B]
 
 // The regression target of a prediction kind: ε, x_0 or v.
 at::Tensor prediction_target(const NoiseSchedule& s, Prediction prediction, const at::Tensor& x0,
