@@ -16,7 +16,7 @@ at::Tensor prediction_target(const NoiseSchedule& s, Prediction prediction, cons
 }
 
 at::Tensor min_snr_weight(const NoiseSchedule& s, Prediction prediction, double gamma, const at::Tensor& t) {
-  const auto abar = s.alphas_cumprod().to(t.device()).index_select(0, t.to(torch::kLong));  // [B] float64
+  const auto abar = s.gather(s.alphas_cumprod(), t, t.to(torch::kDouble));  // [B] float64: SNR near t = 0 needs it
   const auto snr = abar / (1.0 - abar);
   const auto clipped = torch::clamp_max(snr, gamma);
   switch (prediction) {
