@@ -6,7 +6,8 @@
 #   bench/fashion_budget.sh [SEED ...]        default seeds: 0 1
 # Environment overrides:
 #   CONFIG (configs/fashion_mnist_budget.ini), RANKS (2), N (2000 final samples), CURVE_N (500 samples per
-#   curve point), GUIDE (the config's recommended guidance scale, 2), EMA (auto: the slowest
+#   curve point), GUIDE (the config's recommended guidance scale, 3), INTERVAL (where guidance
+#   applies, --guidance-interval: 0.28,5.42; all = every step), EMA (auto: the slowest
 #   rate the run kept), CURVE (1; 0 scores the final checkpoint only), STEPS_DDIM (50),
 #   EVERY (400: checkpoint spacing of the curve), OUT (runs/fashion_budget).
 # A run folder that is complete is not trained again (diffusion-train resumes an unfinished one);
@@ -19,7 +20,8 @@ CONFIG=${CONFIG:-configs/fashion_mnist_budget.ini}
 RANKS=${RANKS:-2}
 N=${N:-2000}
 CURVE_N=${CURVE_N:-500}
-GUIDE=${GUIDE:-2}
+GUIDE=${GUIDE:-3}
+INTERVAL=${INTERVAL:-0.28,5.42}
 EMA=${EMA:-auto}
 CURVE=${CURVE:-1}
 STEPS_DDIM=${STEPS_DDIM:-50}
@@ -44,7 +46,7 @@ score() {  # checkpoint out_dir num_samples: DDIM samples with the recommended g
   if [ ! -f "$dir/eval.json" ]; then
     rm -rf "$dir"
     "${MPI[@]}" $BIN/diffusion-sample --checkpoint "$ckpt" --num-samples "$n" --sampler ddim \
-      --steps "$STEPS_DDIM" --guidance-scale "$GUIDE" --ema "$EMA" --precision bf16 --seed 1 --threads 1 \
+      --steps "$STEPS_DDIM" --guidance-scale "$GUIDE" --guidance-interval "$INTERVAL" --ema "$EMA" --precision bf16 --seed 1 --threads 1 \
       --out "$dir" >"$dir.log" 2>&1
     $BIN/diffusion-eval --samples "$dir/samples.h5" --reference "$DATA" --json "$dir/eval.json" \
       --threads "$RANKS" >>"$dir.log" 2>&1

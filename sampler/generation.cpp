@@ -29,6 +29,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <tuple>
 #include <nlohmann/json.hpp>
 
 #include "core/base/error.h"
@@ -175,6 +176,7 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
   s.prediction = m.prediction;
   s.clip_x0 = c.clip_x0.value_or(r.images);
   s.guidance_scale = c.guidance_scale;
+  if (c.guidance_interval) std::tie(s.guidance_sigma_lo, s.guidance_sigma_hi) = *c.guidance_interval;
   s.num_classes = C;
   s.seed = c.seed;
   if (C == 0 && c.guidance_scale != 1.0)
@@ -213,6 +215,10 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
   // The fast samplers' settings are recorded only for them, so folders written before they
   // existed (ddpm, ddim) still resume.
   // Recorded only with a classifier, so folders written before it existed still resume.
+  // Recorded only when set, so folders written before it existed still resume.
+  if (c.guidance_interval)
+    r.settings["guidance_interval"] = {s.guidance_sigma_lo,
+                                       std::isinf(s.guidance_sigma_hi) ? json("inf") : json(s.guidance_sigma_hi)};
   if (classifier) r.settings["classifier"] = {{"model", classifier->identity}, {"scale", s.classifier_scale}};
   if (!s.consistency_grid.empty()) r.settings["consistency_grid"] = s.consistency_grid;
   if (is_fast_sampler(s.kind)) {
@@ -588,7 +594,11 @@ void run_sampling(const SampleConfig& c, MPI_Comm comm, const c10::Device& devic
     log0("[sample] {}: {} samples on {} ranks{}, {} with {} steps{} ({} network evaluations per sample{}), "
          "seed {}, {} on {}",
          m.description, N, world, task_text, to_string(r.sampler.kind), r.sampler.steps, r.sampler.karras ? " on the Karras grid" : "",
-         evaluations_per_sample(r.sampler.kind, r.sampler.steps), guided_batches ? ", each on a doubled batch" : "",
+         evaluations_per_sample(r.sampler.kind, r.sampler.steps),
+         !guided_batches ? ""
+         : c.guidance_interval
+             ? fmt::format(", doubled batches where {} < sigma <= {}", r.sampler.guidance_sigma_lo, r.sampler.guidance_sigma_hi)
+             : ", each on a doubled batch",
          c.seed, to_string(precision), device.str());
     if (classifier)
       log0("[sample] classifier guidance, scale {}: {}", r.sampler.classifier_scale, classifier->description);

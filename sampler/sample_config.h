@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/diffusion/diffusion_config.h"
@@ -50,6 +51,8 @@ struct SampleConfig {
   std::optional<TimestepSpacing> spacing;  // unset: leading, or a distilled student's own grid
   std::optional<bool> clip_x0;            // unset: true for image models, false for vectors
   double guidance_scale = 1.0;
+  // --guidance-interval LOW,HIGH: guidance only where LOW < σ_t <= HIGH; unset = every step.
+  std::optional<std::pair<double, double>> guidance_interval;
   // Classifier guidance (docs/sampling.md): a run folder of diffusion-train --objective
   // classifier, and its scale s (unset: 1; refused without --classifier).
   std::string classifier;

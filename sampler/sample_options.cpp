@@ -55,6 +55,8 @@ const OptionSpec kOptions[] = {
     {"sampler", "s-noise", "1", "euler | heun with --churn: scale of the churn noise S_noise"},
     {"sampler", "clip-x0", "auto", "clip predicted x0 to [-1,1]; auto = true for images"},
     {"sampler", "guidance-scale", "1", "classifier-free guidance scale s (1 = plain conditional)"},
+    {"sampler", "guidance-interval", "all", "LOW,HIGH: classifier-free guidance only where LOW < sigma_t <= HIGH "
+     "(sigma_t = sqrt((1-alphabar_t)/alphabar_t); HIGH may be inf), plain conditional elsewhere; all = every step"},
     {"sampler", "classifier", "", "classifier guidance: a run folder of diffusion-train --objective classifier "
      "(its slowest EMA); ddpm and ddim (docs/sampling.md)"},
     {"sampler", "classifier-scale", "auto", "classifier guidance scale s (needs --classifier); auto = 1"},
@@ -168,6 +170,18 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
       throw Error(fmt::format("option --{}: only euler and heun churn, not --sampler {}", key, c.sampler));
   if (s("clip-x0") != "auto") c.clip_x0 = option_bool("clip-x0", s("clip-x0"));
   c.guidance_scale = option_double("guidance-scale", s("guidance-scale"));
+  if (s("guidance-interval") != "all") {
+    const auto v = option_double_list("guidance-interval", s("guidance-interval"));
+    if (v.size() != 2 || !(v[0] >= 0 && v[0] < v[1]))
+      throw Error(fmt::format("option --guidance-interval {}: expected LOW,HIGH with 0 <= LOW < HIGH (sigma values; "
+                              "HIGH may be inf) or all",
+                              s("guidance-interval")));
+    if (c.guidance_scale == 1.0)
+      throw Error(fmt::format("option --guidance-interval {}: needs --guidance-scale other than 1 (it limits where "
+                              "classifier-free guidance applies)",
+                              s("guidance-interval")));
+    c.guidance_interval = {v[0], v[1]};
+  }
   c.classifier = s("classifier");
   if (s("classifier-scale") != "auto") {
     if (c.classifier.empty())

@@ -2,7 +2,8 @@
 # End-to-end test of build/bin/diffusion-sample on a tiny toy_2d MLP: W = 1 (batch 16) and
 # W = 3 (batch 7) give bit-identical samples; DDPM, DDIM and DPM-Solver++(2M) on the Karras grid
 # (and its SDE variant) run; samples land near the
-# ring; guidance with --class gives that class; samples.h5 (a virtual dataset) still reads
+# ring; guidance with --class gives that class, and a guidance interval holding every sigma is
+# plain guidance; samples.h5 (a virtual dataset) still reads
 # after the folder is moved; a run killed with -9 (DDPM, dpmpp-2m-sde) resumes to the clean run's output; another
 # command on the same folder is refused; bad input fails with a message and writes nothing.
 # Run by ctest with DIFFUSION_BIN, DIFFUSION_SOURCE, DIFFUSION_TEST_DATA and DIFFUSION_PYTHON.
@@ -87,6 +88,22 @@ names = [n.decode() if isinstance(n, bytes) else n for n in f.attrs['class_names
 assert names == ['mode %d' % k for k in range(8)], names"; then
   pass "guidance 2 with --class 3: labels all 3, num_classes and the training data's class_names"
 else fail "guided sampling"; cat guided.log; fi
+# An interval holding every sigma is plain guidance, at any W; it is recorded, and the folder
+# resumes only with it.
+if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --guidance-scale 2 --class 3 \
+     --guidance-interval 0,inf --out interval_all >interval_all.log 2>&1 && same_x guided/samples.h5 interval_all/samples.h5 &&
+   grep -q "doubled batches where 0 < sigma <= inf" interval_all.log &&
+   grep -q '"guidance_interval": \[' interval_all/manifest.json; then
+  pass "--guidance-interval 0,inf (W=1) == plain guidance (W=2), bit for bit; logged and in the manifest"
+else fail "--guidance-interval 0,inf"; cat interval_all.log; fi
+expect_fail "the same folder with another guidance interval is refused" "guidance_interval" "" \
+  "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --guidance-scale 2 --class 3 \
+  --guidance-interval 0.5,inf --out interval_all
+if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --guidance-scale 2 --class 3 \
+     --guidance-interval 0.5,3 --out interval_mid >interval_mid.log 2>&1 &&
+   ! same_x guided/samples.h5 interval_mid/samples.h5 2>/dev/null; then
+  pass "--guidance-interval 0.5,3 changes the samples"
+else fail "--guidance-interval 0.5,3"; cat interval_mid.log; fi
 if "$BIN/diffusion-sample" --checkpoint cond --threads 1 --num-samples 20 --out spread >spread.log 2>&1 &&
    "$PY" -c "import h5py, numpy as np; f = h5py.File('spread/samples.h5'); assert (f['labels'][:] == np.arange(20) % 8).all()"; then
   pass "classes spread evenly without --class"
@@ -166,6 +183,12 @@ expect_fail "checkpoint without a manifest" "nomanifest" bad_out "$BIN/diffusion
   --num-samples 5 --out bad_out
 expect_fail "guidance on an unconditional model" "guidance-scale" bad_out "${SAMPLE[@]}" --num-samples 5 \
   --guidance-scale 2 --out bad_out
+expect_fail "--guidance-interval with LOW >= HIGH" "option --guidance-interval 3,1: expected LOW,HIGH" bad_out \
+  "$BIN/diffusion-sample" --checkpoint cond --num-samples 5 --guidance-scale 2 --guidance-interval 3,1 --out bad_out
+expect_fail "--guidance-interval with one value" "option --guidance-interval 3: expected LOW,HIGH" bad_out \
+  "$BIN/diffusion-sample" --checkpoint cond --num-samples 5 --guidance-scale 2 --guidance-interval 3 --out bad_out
+expect_fail "--guidance-interval without guidance" "option --guidance-interval 0.3,5: needs --guidance-scale" bad_out \
+  "$BIN/diffusion-sample" --checkpoint cond --num-samples 5 --guidance-interval 0.3,5 --out bad_out
 expect_fail "--class on an unconditional model" "class" bad_out "${SAMPLE[@]}" --num-samples 5 --class 1 --out bad_out
 expect_fail "S > T" "steps" bad_out "${SAMPLE[@]}" --num-samples 5 --steps 1001 --out bad_out
 expect_fail "class out of range" "class 8" bad_out "$BIN/diffusion-sample" --checkpoint cond --num-samples 5 \

@@ -39,6 +39,18 @@ class SamplersTest : public ::testing::Test {
   NoiseSchedule schedule = NoiseSchedule::from_config({ScheduleKind::kLinear, 1000});
   GaussianEps data{&schedule, 0.5, -0.3, 0.30, 0.10, 0.20};
   DenoiseFn model = [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor&) { return data(x, t); };
+  // A conditional model: class 0 and 1 have different means; the null label (2) a third.
+  const GaussianEps by_label[3] = {{&schedule, 1.0, 0.0, 0.1, 0.0, 0.1},
+                                   {&schedule, -1.0, 0.5, 0.1, 0.0, 0.1},
+                                   {&schedule, 0.0, 0.0, 0.5, 0.0, 0.5}};
+  DenoiseFn conditional = [this](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    auto out = torch::empty_like(x);
+    for (int64_t b = 0; b < x.size(0); ++b) {
+      const int64_t label = y.defined() ? y[b].item<int64_t>() : 2;
+      out[b] = by_label[label](x.slice(0, b, b + 1), t.slice(0, b, b + 1))[0];
+    }
+    return out;
+  };
 
   std::vector<int64_t> range(int64_t begin, int64_t end) {
     std::vector<int64_t> v;
@@ -107,18 +119,6 @@ TEST_F(SamplersTest, DdimWithEtaOneIsTheDdpmStepWithPosteriorVariance) {
 }
 
 TEST_F(SamplersTest, GuidanceScaleZeroIsUnconditionalAndOneIsConditional) {
-  // A conditional model: class 0 and 1 have different means; the null label (2) a third.
-  const GaussianEps by_label[3] = {{&schedule, 1.0, 0.0, 0.1, 0.0, 0.1},
-                                   {&schedule, -1.0, 0.5, 0.1, 0.0, 0.1},
-                                   {&schedule, 0.0, 0.0, 0.5, 0.0, 0.5}};
-  DenoiseFn conditional = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
-    auto out = torch::empty_like(x);
-    for (int64_t b = 0; b < x.size(0); ++b) {
-      const int64_t label = y.defined() ? y[b].item<int64_t>() : 2;
-      out[b] = by_label[label](x.slice(0, b, b + 1), t.slice(0, b, b + 1))[0];
-    }
-    return out;
-  };
   for (auto kind : {SamplerKind::kDdim, SamplerKind::kHeun, SamplerKind::kDpmpp2mSde}) {
     SCOPED_TRACE(to_string(kind));
     SamplerConfig config;
@@ -138,6 +138,72 @@ TEST_F(SamplersTest, GuidanceScaleZeroIsUnconditionalAndOneIsConditional) {
     EXPECT_TRUE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-5, 1e-6));
     config.guidance_scale = 3.0;  // and a real scale moves the samples
     EXPECT_FALSE(tensor_near(Sampler(schedule, config).sample(conditional, indices, {2}, labels), cond, 1e-3, 1e-3));
+  }
+}
+
+TEST_F(SamplersTest, GuidanceIntervalGuidesOnlyWhereSigmaIsInsideIt) {
+  SamplerConfig config;
+  config.kind = SamplerKind::kDdim;
+  config.steps = 20;
+  config.num_classes = 2;
+  config.guidance_scale = 3.0;
+  config.guidance_sigma_lo = 0.3;
+  config.guidance_sigma_hi = 5.0;
+  const auto labels = torch::tensor({0, 1, 1}, torch::kLong);
+  torch::manual_seed(3);
+  const auto x_T = torch::randn({3, 2});
+  const Sampler sampler(schedule, config);
+  // Which calls ran on the doubled batch.
+  int64_t guided_calls = 0, plain_calls = 0;
+  DenoiseFn counting = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+    const double ab = schedule.alpha_bar(t[0].item<int64_t>());
+    const double sigma = std::sqrt(1.0 / ab - 1.0);
+    const bool inside = sigma > 0.3 && sigma <= 5.0;
+    EXPECT_EQ(x.size(0), inside ? 6 : 3) << "t = " << t[0].item<int64_t>() << ", sigma = " << sigma;
+    (inside ? guided_calls : plain_calls) += 1;
+    return conditional(x, t, y);
+  };
+  const auto got = sampler.sample(counting, range(0, 3), {2}, labels, x_T);
+  EXPECT_GT(guided_calls, 3);
+  EXPECT_GT(plain_calls, 3);
+  EXPECT_EQ(guided_calls + plain_calls, 20);
+
+  // A second code path: DDIM (η = 0) by hand, switching between guided and plain ε̂.
+  const auto& ts = sampler.timesteps();
+  auto x = x_T.clone();
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const auto t = torch::full({3}, ts[i], torch::kLong);
+    const double ab = schedule.alpha_bar(ts[i]);
+    const double ab_next = i + 1 < ts.size() ? schedule.alpha_bar(ts[i + 1]) : 1.0;
+    const double sigma = std::sqrt((1 - ab) / ab);
+    const auto cond = conditional(x, t, labels);
+    const auto eps = sigma > 0.3 && sigma <= 5.0
+                         ? cond + 2.0 * (cond - conditional(x, t, torch::full({3}, 2, torch::kLong)))
+                         : cond;
+    const auto x0 = (x - std::sqrt(1 - ab) * eps) / std::sqrt(ab);
+    x = std::sqrt(ab_next) * x0 + std::sqrt(1 - ab_next) * eps;
+  }
+  EXPECT_TRUE(tensor_near(got, x, 1e-5, 1e-5));
+
+  // The whole range is plain guidance; an interval no step reaches is no guidance.
+  auto everywhere = config, nowhere = config, plain = config;
+  everywhere.guidance_sigma_lo = 0.0;
+  everywhere.guidance_sigma_hi = INFINITY;
+  nowhere.guidance_sigma_lo = 1e6;
+  nowhere.guidance_sigma_hi = 1e7;
+  plain.guidance_scale = 1.0;
+  plain.guidance_sigma_lo = 0.0;
+  plain.guidance_sigma_hi = INFINITY;
+  const auto full_guided = Sampler(schedule, everywhere).sample(conditional, range(0, 3), {2}, labels, x_T);
+  EXPECT_FALSE(tensor_near(full_guided, got, 1e-3, 1e-3));
+  EXPECT_TRUE(tensor_near(Sampler(schedule, nowhere).sample(conditional, range(0, 3), {2}, labels, x_T),
+                          Sampler(schedule, plain).sample(conditional, range(0, 3), {2}, labels, x_T), 0, 0));
+
+  for (auto [lo, hi] : {std::pair{2.0, 1.0}, std::pair{1.0, 1.0}, std::pair{-0.1, 1.0}}) {
+    auto bad = config;
+    bad.guidance_sigma_lo = lo;
+    bad.guidance_sigma_hi = hi;
+    EXPECT_THROW((void)Sampler(schedule, bad), Error) << lo << "," << hi;
   }
 }
 

@@ -111,6 +111,9 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
     respaced_ = training_.respaced(ascending);
   }
   if (config_.eta < 0) throw Error(fmt::format("--eta {} must be >= 0", config_.eta));
+  if (!(config_.guidance_sigma_lo >= 0 && config_.guidance_sigma_lo < config_.guidance_sigma_hi))
+    throw Error(fmt::format("--guidance-interval {},{}: need 0 <= low < high (sigma values)", config_.guidance_sigma_lo,
+                            config_.guidance_sigma_hi));
   const bool churning = config_.kind == SamplerKind::kEuler || config_.kind == SamplerKind::kHeun;
   if (config_.karras && !is_fast_sampler(config_.kind))
     throw Error(fmt::format("--karras: not available with --sampler {} (euler, heun, dpmpp-2m, dpmpp-2m-sde)",
@@ -136,7 +139,9 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
 at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
                                  const at::Tensor& labels) const {
   const int64_t B = x.size(0);
-  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0;
+  const double sigma = std::sqrt((1.0 - training_.alpha_bar(tau)) / training_.alpha_bar(tau));
+  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0 &&
+                     sigma > config_.guidance_sigma_lo && sigma <= config_.guidance_sigma_hi;
   const auto on = x.options().dtype(torch::kLong);
   // An unconditional model is given no labels (they may be a classifier's targets).
   if (!guide) return model(x, torch::full({B}, tau, on), config_.num_classes > 0 ? labels : at::Tensor());

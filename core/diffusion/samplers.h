@@ -47,6 +47,10 @@ struct SamplerConfig {
   Prediction prediction = Prediction::kEps;
   bool clip_x0 = false;                                  // image data only
   double guidance_scale = 1.0;  // classifier-free guidance s; 1 = plain conditional
+  // Guidance only where guidance_sigma_lo < σ_t <= guidance_sigma_hi, σ_t = √((1-ᾱ_t)/ᾱ_t)
+  // of the training schedule (Kynkäänniemi et al. 2024, "Applying guidance in a limited
+  // interval"); elsewhere the plain conditional output, in one half-size batch.
+  double guidance_sigma_lo = 0.0, guidance_sigma_hi = INFINITY;
   // Classifier guidance s (DDPM and DDIM only): used when sample() is given a classifier
   // gradient; applied after classifier-free guidance.
   double classifier_scale = 1.0;
