@@ -212,15 +212,15 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
                 {"class", c.class_label ? json(*c.class_label) : json(C > 0 ? "spread" : "none")},
                 {"save_float", c.save_float},
                 {"array_tasks", c.array_tasks}};
-  // The fast samplers' settings are recorded only for them, so folders written before they
-  // existed (ddpm, ddim) still resume.
-  // Recorded only with a classifier, so folders written before it existed still resume.
-  // Recorded only when set, so folders written before it existed still resume.
+  // Recorded only when set (--guidance-interval), so folders written before it existed still resume.
   if (c.guidance_interval)
     r.settings["guidance_interval"] = {s.guidance_sigma_lo,
                                        std::isinf(s.guidance_sigma_hi) ? json("inf") : json(s.guidance_sigma_hi)};
+  // Recorded only with a classifier, so folders written before it existed still resume.
   if (classifier) r.settings["classifier"] = {{"model", classifier->identity}, {"scale", s.classifier_scale}};
   if (!s.consistency_grid.empty()) r.settings["consistency_grid"] = s.consistency_grid;
+  // The fast samplers' settings are recorded only for them, so folders written before they
+  // existed (ddpm, ddim) still resume.
   if (is_fast_sampler(s.kind)) {
     r.settings["karras"] = s.karras;
     if (s.kind == SamplerKind::kEuler || s.kind == SamplerKind::kHeun)
