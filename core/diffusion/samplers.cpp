@@ -139,9 +139,11 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
 at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
                                  const at::Tensor& labels) const {
   const int64_t B = x.size(0);
-  const double sigma = std::sqrt((1.0 - training_.alpha_bar(tau)) / training_.alpha_bar(tau));
-  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0 &&
-                     sigma > config_.guidance_sigma_lo && sigma <= config_.guidance_sigma_hi;
+  const auto in_interval = [&] {
+    const double sigma = std::sqrt((1.0 - training_.alpha_bar(tau)) / training_.alpha_bar(tau));
+    return sigma > config_.guidance_sigma_lo && sigma <= config_.guidance_sigma_hi;
+  };
+  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0 && in_interval();
   const auto on = x.options().dtype(torch::kLong);
   // An unconditional model is given no labels (they may be a classifier's targets).
   if (!guide) return model(x, torch::full({B}, tau, on), config_.num_classes > 0 ? labels : at::Tensor());
