@@ -19,7 +19,8 @@ namespace {
 
 const OptionSpec kDistillOptions[] = {
     {"distill", "teacher", "", "teacher: run folder (its latest checkpoint) or step folder"},
-    {"distill", "teacher-ema", "auto", "EMA rate of the teacher's weights, or none; auto = the slowest"},
+    {"distill", "teacher-ema", "auto", "EMA rate of the teacher's weights, sigma-rel-S (a power EMA, post-hoc when "
+     "not kept), or none; auto = the slowest"},
     {"distill", "out", "", "output folder: one student run folder per round, OUT/steps-N"},
     {"distill", "method", "progressive", "progressive (halving rounds, OUT/steps-N) | consistency (consistency "
      "distillation, OUT/consistency)"},
@@ -72,7 +73,7 @@ std::optional<DistillConfig> parse_distill_options(int argc, char** argv) {
   if (c.teacher.empty()) throw Error("option --teacher is required (the teacher's run or step folder)");
   c.out = s("out");
   if (c.out.empty()) throw Error("option --out is required (the distillation's output folder)");
-  c.teacher_ema = s("teacher-ema") == "auto" ? "" : s("teacher-ema");
+  c.teacher_ema = ema_choice_option("teacher-ema", s("teacher-ema"));
   c.start_steps = option_int("start-steps", s("start-steps"));
   c.target_steps = option_int("target-steps", s("target-steps"));
   c.steps_per_round = option_int("steps-per-round", s("steps-per-round"));

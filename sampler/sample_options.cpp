@@ -16,6 +16,7 @@
 #include "core/diffusion/samplers.h"
 #include "core/options/ini_options.h"
 #include "core/options/option_values.h"
+#include "trainer/train_options.h"
 
 namespace diffusion {
 namespace {
@@ -24,7 +25,8 @@ namespace {
 const OptionSpec kOptions[] = {
     {"model", "checkpoint", "", "run folder (its latest checkpoint) or a step folder"},
     {"fan-out", "jobs", "", "jobs file: run its [job.NAME] sampling and distillation jobs at once on slices of the ranks (docs/jobs.md); no other option with it"},
-    {"model", "ema", "auto", "EMA rate of the weights, or none (raw weights); auto = the slowest"},
+    {"model", "ema", "auto", "EMA rate of the weights, sigma-rel-S (a power EMA; post-hoc from the run's EMA "
+     "snapshots when not kept), or none (raw weights); auto = the slowest"},
     {"model", "torchscript", "", "a TorchScript file instead of --checkpoint: forward(x, t) or forward(x, t, y), "
      "int64 t in 0..T-1, returning the network output; described by the next five options"},
     {"model", "sample-shape", "", "TorchScript: shape of one sample, D (vectors) or C,H,W (images)"},
@@ -130,9 +132,7 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (c.num_samples < 0 || (c.num_samples == 0 && c.latents.empty() && c.invert.empty()))
     throw Error(fmt::format("option --num-samples: {} must be positive (or 0 with --latents/--invert, which then "
                             "define N)", c.num_samples));
-  c.ema = s("ema") == "auto" ? "" : s("ema");
-  if (!c.ema.empty() && c.ema != "none" && option_double("ema", c.ema) <= 0)
-    throw Error(fmt::format("option --ema: '{}' is not a rate in (0, 1) or none", c.ema));
+  c.ema = ema_choice_option("ema", s("ema"));
   c.save_float = option_bool("save-float", s("save-float"));
   c.sampler = s("sampler");
   // auto is resolved once the model is read (generation.cpp); until then it is checked as ddim.

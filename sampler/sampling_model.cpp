@@ -59,7 +59,8 @@ SamplingModel load_checkpoint_model(const SampleConfig& c, const c10::Device& de
                             "denoiser; give it with --classifier", t.checkpoint_dir));
   t.net->to(device);
   SamplingModel m;
-  m.description = fmt::format("{} step {} (ema {})", t.checkpoint_dir, t.step, t.ema);
+  m.description = fmt::format("{} step {} (ema {}{})", t.checkpoint_dir, t.step, t.ema,
+                              t.ema_note.empty() ? "" : ": " + t.ema_note);
   m.identity = {{"checkpoint", t.checkpoint_dir}, {"step", t.step}, {"ema", t.ema}, {"kind", t.train.model.kind}};
   m.schedule = t.train.diffusion.schedule;
   m.prediction = t.train.diffusion.prediction;

@@ -57,7 +57,7 @@ void ConsistencyObjective::initialize(DenoiserImpl& student) {
 void ConsistencyObjective::bind_emas(const std::vector<Ema>& emas) {
   if (!target_) return;
   for (const auto& ema : emas)
-    if (std::abs(ema.rate() - settings_.target_ema) < 1e-12) target_ema_ = &ema;
+    if (!ema.is_power() && std::abs(ema.rate() - settings_.target_ema) < 1e-12) target_ema_ = &ema;
   if (!target_ema_)
     throw Error(fmt::format("consistency distillation: the run keeps no EMA at the target rate {} (--target-ema); "
                             "its ema-rates must include it",

@@ -5,6 +5,7 @@
 
 #include "core/base/error.h"
 #include "datasets/dataset_file.h"
+#include "trainer/ema.h"
 
 namespace diffusion {
 namespace {
@@ -67,6 +68,12 @@ void validate_train_config(const TrainConfig& c, int world_size) {
   if (o.grad_clip < 0) fail("grad-clip", "must be >= 0");
   for (double r : o.ema_rates)
     if (!(r > 0 && r < 1)) fail("ema-rates", fmt::format("{} is not in (0, 1)", r));
+  for (double r : o.ema_sigma_rels)
+    if (!(r > 0 && r < kMaxPowerEmaSigmaRel))
+      fail("ema-sigma-rels", fmt::format("{} is not in (0, {})", r, kMaxPowerEmaSigmaRel));
+  if (c.checkpoint.ema_snapshot_every < 0) fail("ema-snapshot-every", "must be >= 0");
+  if (c.checkpoint.ema_snapshot_every > 0 && o.ema_sigma_rels.empty())
+    fail("ema-snapshot-every", "snapshots hold the power EMAs, but ema-sigma-rels is none");
   if (o.max_nonfinite < 1) fail("max-nonfinite", "must be >= 1");
   if (o.bucket_mb < 1) fail("bucket-mb", "must be >= 1");
   if (c.checkpoint.checkpoint_every < 1) fail("checkpoint-every", "must be >= 1");

@@ -56,6 +56,9 @@ struct OptimOptions {
   double beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
   double grad_clip = 1.0;     // max global gradient norm; 0 = off
   std::vector<double> ema_rates = {0.9999};
+  // --ema-sigma-rels: power-function EMAs (trainer/ema.h) by relative width, e.g. EDM2's
+  // 0.05,0.10; with checkpoint.ema_snapshot_every they allow post-hoc EMA.
+  std::vector<double> ema_sigma_rels;
   int64_t max_nonfinite = 10;  // consecutive skipped updates before the run stops
   uint64_t seed = 0;           // --seed
   int64_t bucket_mb = 25;      // gradient all-reduce bucket size
@@ -66,6 +69,9 @@ struct CheckpointOptions {
   std::string out;              // --out: the run folder
   int64_t checkpoint_every = 1000;  // --checkpoint-every (steps); the last step always saves
   int keep = 3;                 // complete checkpoints kept
+  // --ema-snapshot-every: every K steps the power EMAs go to RUN/ema-snapshots/step-X (all
+  // kept), from which `--ema sigma-rel-S` rebuilds any other width; 0 = none.
+  int64_t ema_snapshot_every = 0;
 };
 
 struct LoggingOptions {

@@ -3,6 +3,8 @@
 // bad value names its key.
 #include "trainer/train_options.h"
 
+#include "trainer/ema.h"
+
 #include <fmt/format.h>
 
 #include <iterator>
@@ -65,6 +67,8 @@ const OptionSpec kOptions[] = {
     {"optimiser", "weight-decay", "0", "AdamW weight decay"},
     {"optimiser", "grad-clip", "1", "clip the global gradient norm to this; 0 = off"},
     {"optimiser", "ema-rates", "0.9999", "EMA decay rates, comma-separated, or none"},
+    {"optimiser", "ema-sigma-rels", "none", "power-function EMAs (EDM2) by relative width sigma_rel in (0, 0.28), "
+     "comma-separated (e.g. 0.05,0.1), or none"},
     {"optimiser", "max-nonfinite", "10", "stop after this many non-finite steps in a row"},
     {"optimiser", "seed", "0", "seed of every random draw of the run"},
     {"optimiser", "bucket-mb", "25", "gradient all-reduce bucket size (MB)"},
@@ -72,6 +76,8 @@ const OptionSpec kOptions[] = {
     {"checkpoint", "out", "", "run folder (config, metrics, checkpoints)"},
     {"checkpoint", "checkpoint-every", "1000", "save every K steps (and at the end)"},
     {"checkpoint", "keep-checkpoints", "3", "complete checkpoints kept"},
+    {"checkpoint", "ema-snapshot-every", "0", "write the power EMAs to RUN/ema-snapshots every K steps (all kept) "
+     "for post-hoc EMA (--ema sigma-rel-S when sampling); 0 = none"},
     {"logging", "log-every", "50", "progress line and metrics record every K steps"},
     {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
     {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
@@ -161,6 +167,8 @@ TrainConfig config_from_values(const OptionValues& values) {
   o.weight_decay = option_double("weight-decay", s("weight-decay"));
   o.grad_clip = option_double("grad-clip", s("grad-clip"));
   o.ema_rates = s("ema-rates") == "none" ? std::vector<double>{} : option_double_list("ema-rates", s("ema-rates"));
+  o.ema_sigma_rels = s("ema-sigma-rels") == "none" ? std::vector<double>{}
+                                                  : option_double_list("ema-sigma-rels", s("ema-sigma-rels"));
   o.max_nonfinite = option_int("max-nonfinite", s("max-nonfinite"));
   o.seed = static_cast<uint64_t>(option_int("seed", s("seed")));
   o.bucket_mb = option_int("bucket-mb", s("bucket-mb"));
@@ -169,6 +177,7 @@ TrainConfig config_from_values(const OptionValues& values) {
   config.checkpoint.out = s("out");
   config.checkpoint.checkpoint_every = option_int("checkpoint-every", s("checkpoint-every"));
   config.checkpoint.keep = static_cast<int>(option_int("keep-checkpoints", s("keep-checkpoints")));
+  config.checkpoint.ema_snapshot_every = option_int("ema-snapshot-every", s("ema-snapshot-every"));
   config.logging.log_every = option_int("log-every", s("log-every"));
 
   auto& r = config.runtime;
@@ -191,6 +200,22 @@ std::optional<TrainConfig> parse_train_options(int argc, char** argv) {
   auto config = config_from_values(*values);
   config.config_file = values->at("config");
   return config;
+}
+
+std::string ema_choice_option(const std::string& key, const std::string& value) {
+  if (value == "auto") return "";
+  if (value == "none") return value;
+  if (value.rfind("sigma-rel-", 0) == 0) {
+    const double sigma_rel = parse_power_ema_tag(value);
+    if (!(sigma_rel > 0 && sigma_rel < kMaxPowerEmaSigmaRel))
+      throw Error(fmt::format("option --{} {}: expected sigma-rel-S with sigma_rel S in (0, {})", key, value,
+                              kMaxPowerEmaSigmaRel));
+    return value;
+  }
+  const double rate = option_double(key, value);
+  if (!(rate > 0 && rate < 1))
+    throw Error(fmt::format("option --{}: '{}' is not a rate in (0, 1), sigma-rel-S or none", key, value));
+  return value;
 }
 
 TrainConfig parse_resolved_config(const std::string& text, const std::string& source) {

@@ -21,6 +21,10 @@ const std::vector<OptionSpec>& train_option_specs();
 // Reads back the resolved config a run saved (RUN/config.ini, a checkpoint manifest's
 // config_text), including its [derived] data shape, so the model can be rebuilt exactly.
 // `source` names the file in errors.
+// The value of an EMA choice option (--ema, --teacher-ema): "" for auto, else the value after
+// checking it is a rate in (0, 1), sigma-rel-S with S in (0, 0.28), or none; throws naming `key`.
+std::string ema_choice_option(const std::string& key, const std::string& value);
+
 TrainConfig parse_resolved_config(const std::string& text, const std::string& source);
 
 }  // namespace diffusion

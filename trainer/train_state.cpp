@@ -6,16 +6,18 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <map>
 #include <sstream>
 
 #include "core/base/error.h"
+#include "core/base/log.h"
 
 namespace diffusion {
 namespace {
 
 std::string ema_name(const Ema& ema, const std::string& param) {
-  return fmt::format("ema_{}/{}", ema.rate(), param);
+  return fmt::format("ema_{}/{}", ema.tag(), param);
 }
 
 }  // namespace
@@ -62,6 +64,26 @@ NamedParams named_parameters(const torch::nn::Module& m) {
     out.tensors.push_back(item.value());
   }
   return out;
+}
+
+CheckpointState make_ema_snapshot_state(const NamedParams& params, const std::vector<Ema>& emas, int64_t step) {
+  CheckpointState state;
+  state.step = step;
+  for (const auto& ema : emas)
+    if (ema.is_power())
+      for (size_t i = 0; i < params.tensors.size(); ++i)
+        state.tensors.emplace_back(ema_name(ema, params.names[i]), ema.shadow()[i]);
+  state.meta_json = nlohmann::json{{"step", step}}.dump();
+  return state;
+}
+
+void remove_snapshots_after(const std::string& snapshot_dir, int64_t step) {
+  for (const auto& dir : complete_checkpoints(snapshot_dir)) {
+    // complete_checkpoints lists only step-XXXXXXXX folders.
+    if (std::stoll(std::filesystem::path(dir).filename().string().substr(5)) <= step) continue;
+    log0("[ckpt] removing EMA snapshot {}: past the step this run starts from ({})", dir, step);
+    std::filesystem::remove_all(dir);
+  }
 }
 
 CheckpointState make_checkpoint_state(const NamedParams& params, const std::vector<Ema>& emas,

@@ -41,6 +41,15 @@ CheckpointState make_checkpoint_state(const NamedParams& params, const std::vect
                                       torch::optim::AdamW& optimizer, const TrainCounters& counters,
                                       uint64_t seed);
 
+// An EMA snapshot for post-hoc EMA: the power EMAs only, under their checkpoint names
+// ("ema_sigma-rel-0.05/…"), at `step`.
+inline constexpr const char* kEmaSnapshotFolder = "ema-snapshots";
+CheckpointState make_ema_snapshot_state(const NamedParams& params, const std::vector<Ema>& emas, int64_t step);
+// Removes the snapshots past `step` (rank 0, before training): those of an abandoned timeline
+// (a run resumed from an earlier checkpoint, or started afresh in the folder) must not be mixed
+// with the ones this run writes.
+void remove_snapshots_after(const std::string& snapshot_dir, int64_t step);
+
 // The inverse of make_checkpoint_state; every mismatch names the folder and the tensor.
 TrainCounters restore_checkpoint_state(const LoadedCheckpoint& loaded, const NamedParams& params,
                                        std::vector<Ema>& emas, torch::optim::AdamW& optimizer,

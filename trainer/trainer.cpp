@@ -205,6 +205,7 @@ TrainResult Trainer::run() {
                                                     .weight_decay(c.optim.weight_decay));
   std::vector<Ema> emas;
   for (double rate : c.optim.ema_rates) emas.emplace_back(params.tensors, rate);
+  for (double sigma_rel : c.optim.ema_sigma_rels) emas.push_back(Ema::power(params.tensors, sigma_rel));
 
   // --- resume -----------------------------------------------------------------------------------
   TrainCounters n;
@@ -225,6 +226,8 @@ TrainResult Trainer::run() {
            to_string(c.runtime.precision));
   }
   objective.bind_emas(emas);
+  if (rank == 0 && c.checkpoint.ema_snapshot_every > 0)
+    remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
@@ -261,6 +264,13 @@ TrainResult Trainer::run() {
     options.config_text = c.resolved_text;
     return write_checkpoint(comm_, run_dir, make_checkpoint_state(params, emas, optimizer, n, c.optim.seed), options);
   };
+  const auto save_ema_snapshot = [&] {
+    CheckpointWriteOptions options;
+    options.keep_last = std::numeric_limits<int>::max();  // post-hoc EMA needs every one
+    options.config_text = c.resolved_text;
+    options.folder = kEmaSnapshotFolder;
+    write_checkpoint(comm_, run_dir, make_ema_snapshot_state(params, emas, n.step), options);
+  };
 
   model->train();
   const auto clock_start = std::chrono::steady_clock::now();
@@ -291,10 +301,14 @@ TrainResult Trainer::run() {
     const double grad_norm = torch::nn::utils::clip_grad_norm_(params.tensors, max_norm);
     if (std::isfinite(grad_norm)) {
       optimizer.step();
-      for (auto& ema : emas) ema.update(params.tensors);
+      for (auto& ema : emas) ema.update(params.tensors, n.step + 1);
       n.nonfinite_in_row = 0;
     } else {
       ++n.skipped;
+      // The weights stand still for this step; a power EMA's profile counts it all the same
+      // (post-hoc EMA assumes exactly p_{t,γ} with t the loop step).
+      for (auto& ema : emas)
+        if (ema.is_power()) ema.update(params.tensors, n.step + 1);
       if (++n.nonfinite_in_row >= c.optim.max_nonfinite)
         throw Error(fmt::format("step {}: {} non-finite gradient norms in a row (--max-nonfinite); "
                                 "lower --lr or check the data",
@@ -339,6 +353,10 @@ TrainResult Trainer::run() {
       CollectiveScope scope("stop flag all-reduce", comm_);
       return communicator_.all_reduce_max(stop_requested() ? 1.0 : 0.0) > 0;
     }();
+    // The snapshot goes first: a run killed between the two redoes this step after its resume
+    // and writes the snapshot again, where the other order would lose it.
+    if (c.checkpoint.ema_snapshot_every > 0 && n.step % c.checkpoint.ema_snapshot_every == 0)
+      save_ema_snapshot();
     if (stop || n.step % c.checkpoint.checkpoint_every == 0 || n.step == c.optim.steps)
       result.last_checkpoint = save();
     if (stop) {

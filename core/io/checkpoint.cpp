@@ -230,12 +230,18 @@ void commit_on_rank0(const fs::path& checkpoints_dir, const fs::path& tmp_dir,
 
 }  // namespace
 
+std::vector<std::string> complete_checkpoints(const std::string& folder) {
+  std::vector<std::string> out;
+  for (const auto& f : complete_step_folders(folder)) out.push_back(f.path.string());
+  return out;
+}
+
 std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir,
                              const CheckpointState& state, const CheckpointWriteOptions& options) {
   int rank = 0, world = 1;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_size(comm, &world));
-  const fs::path checkpoints_dir = fs::path(run_dir) / "checkpoints";
+  const fs::path checkpoints_dir = fs::path(run_dir) / options.folder;
   const fs::path final_dir = checkpoints_dir / step_name(state.step);
   const fs::path tmp_dir = checkpoints_dir / (std::string(kTmpPrefix) + step_name(state.step));
   const std::string what = fmt::format("[ckpt] writing checkpoint {}", final_dir.string());

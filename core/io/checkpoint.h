@@ -33,9 +33,10 @@ struct CheckpointState {
 struct CheckpointWriteOptions {
   int keep_last = 3;             // complete checkpoints kept, newest first; >= 1
   std::string config_text;       // resolved config, stored in the manifest
+  std::string folder = "checkpoints";  // the folder of RUN the step folders go to
 };
 
-// Writes RUN/checkpoints/step-XXXXXXXX/ collectively over `comm` (every rank calls it with the
+// Writes RUN/<options.folder>/step-XXXXXXXX/ collectively over `comm` (every rank calls it with the
 // same tensor list); returns the folder. Throws diffusion::Error on every rank if any rank
 // failed, leaving the previous checkpoints and `latest` untouched.
 std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir, const CheckpointState& state,
@@ -44,6 +45,10 @@ std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir, const Ch
 // The step folder `latest` points to in RUN/checkpoints, if any; `path` may also be a step
 // folder itself. nullopt when the run has no complete checkpoint yet.
 std::optional<std::string> find_checkpoint(const std::string& path);
+
+// Every complete step folder (valid manifest) of `folder`, oldest first; empty when there is
+// none or the folder does not exist.
+std::vector<std::string> complete_checkpoints(const std::string& folder);
 
 struct LoadedCheckpoint {
   std::string dir;

@@ -59,6 +59,9 @@ class DiffusionSettings:
         return torch.cumprod(1.0 - torch.tensor(self.betas(), dtype=torch.float64), 0)
 
 
+_POWER = "sigma-rel-"  # power-function EMA tags (trainer/ema.h): "sigma-rel-0.05"
+
+
 def _choose_ema(requested, rates, where):
     if requested == "none":
         return "none"
@@ -66,12 +69,25 @@ def _choose_ema(requested, rates, where):
         if requested is None:
             return "none"  # a run trained without EMA: its raw weights
         raise RunFormatError(f"{where}: ema {requested}: the checkpoint holds no EMA weights (use ema='none')")
-    if requested is None:
-        return max(rates, key=float)
-    for r in rates:
+    constant = [r for r in rates if not r.startswith(_POWER)]
+    power = [r for r in rates if r.startswith(_POWER)]
+    if requested is None:  # the slowest: the highest rate, else the widest power EMA
+        return max(constant, key=float) if constant else max(power, key=lambda r: float(r[len(_POWER):]))
+    if requested.startswith(_POWER):
+        try:
+            float(requested[len(_POWER):])
+        except ValueError:
+            raise RunFormatError(f"{where}: ema {requested}: expected sigma-rel-S with a number S") from None
+        for r in power:
+            if abs(float(r[len(_POWER):]) - float(requested[len(_POWER):])) < 1e-12:
+                return r
+        raise RunFormatError(f"{where}: ema {requested}: the checkpoint keeps the power EMAs "
+                             f"{', '.join(power) or 'none'}; other widths are rebuilt from the run's EMA "
+                             f"snapshots by diffusion-sample --ema {requested}, not here")
+    for r in constant:
         if abs(float(r) - float(requested)) < 1e-12:
             return r
-    raise RunFormatError(f"{where}: ema {requested}: the checkpoint holds EMA rates {', '.join(rates)} (or 'none')")
+    raise RunFormatError(f"{where}: ema {requested}: the checkpoint holds EMAs {', '.join(rates)} (or 'none')")
 
 
 def _ints(s):
@@ -129,7 +145,8 @@ def load(run_dir, ema=None, with_settings=False):
     attached.
 
     ema: None takes the highest EMA rate in the checkpoint (the sampler's default), "none" the
-    raw weights, or a rate such as "0.999" / 0.999. With with_settings=True returns
+    raw weights, a rate such as "0.999" / 0.999, or a power EMA the checkpoint keeps
+    ("sigma-rel-0.05"). With with_settings=True returns
     (model, settings). Raises RunFormatError naming the file on bad input."""
     step_dir = find_checkpoint(os.fspath(run_dir))
     manifest, tensors = read_checkpoint(step_dir)

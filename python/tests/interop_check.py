@@ -149,6 +149,14 @@ def load_checks(run, st_file, st_run):
         print("ema=0.25 (not in the checkpoint) loaded"); ok = False
     except dc.RunFormatError as e:
         ok &= "0.9, 0.5" in str(e)
+    # A power EMA the run keeps loads by its tag; another width is diffusion-sample's post-hoc job.
+    if dc.load(run, ema="sigma-rel-0.1").settings.ema != "sigma-rel-0.1":
+        print("ema=sigma-rel-0.1 not taken"); ok = False
+    try:
+        dc.load(run, ema="sigma-rel-0.07")
+        print("ema=sigma-rel-0.07 (not kept) loaded"); ok = False
+    except dc.RunFormatError as e:
+        ok &= "diffusion-sample --ema sigma-rel-0.07" in str(e)
     model = dc.load(st_run)
     _, tensors = dc.read_checkpoint(model.settings.checkpoint)
     with safe_open(st_file, "pt") as f:

@@ -41,7 +41,7 @@ train() {  # NAME ARGS...: train runs/NAME
   fi
 }
 train mlp --data ring.h5 --model mlp --mlp-hidden 32 --mlp-blocks 2 --mlp-time-dim 16 \
-  --steps 30 --batch-size 64 --ema-rates 0.9,0.5 --checkpoint-every 15
+  --steps 30 --batch-size 64 --ema-rates 0.9,0.5 --ema-sigma-rels 0.1 --checkpoint-every 15
 train mlpc --data ring.h5 --model mlp --mlp-hidden 24 --mlp-blocks 1 --mlp-time-dim 15 --class-cond true \
   --schedule cosine --prediction v --timesteps 200 --steps 20 --batch-size 64 --ema-rates 0.8
 train unet --data img14.h5 --model unet --base-channels 8 --channel-mult 1,2,2 --num-res-blocks 1 \
