@@ -226,8 +226,12 @@ TrainResult Trainer::run() {
            to_string(c.runtime.precision));
   }
   objective.bind_emas(emas);
-  if (rank == 0 && c.checkpoint.ema_snapshot_every > 0)
-    remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
+  // Rank 0 alone touches the folder, but a failure there must end every rank, not leave them
+  // in the next collective.
+  if (c.checkpoint.ema_snapshot_every > 0)
+    agree_or_throw(comm_, capture_error([&] {
+      if (rank == 0) remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
+    }), "[ckpt] removing EMA snapshots past the start step");
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
