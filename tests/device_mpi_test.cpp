@@ -2,7 +2,9 @@
 // local ranks against an MPI_Comm_split_type of our own and a per-host property, CPU for `cpu`
 // and for `auto` without a GPU, an agreed error naming host and rank for `cuda` without one,
 // parse errors naming --device; on a machine with GPUs (skipped here) each rank's GPU and an
-// NCCL all-reduce (sum and average) against the MPI result.
+// NCCL all-reduce (sum and average) against the MPI result, or, with more ranks than GPUs, NCCL
+// refused on every rank.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <torch/torch.h>
@@ -153,11 +155,24 @@ TEST(MakeCommunicator, CudaWithoutAGpuRefusesOnEveryRank) {
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
 }
 
+#ifdef DIFFUSION_WITH_CUDA
+// Whether some node has more ranks than GPUs, so that ranks would share one (agreed).
+bool ranks_share_a_gpu_somewhere(const RankDevice& chosen) {
+  const int mine = chosen.local_size > cuda_device_count() ? 1 : 0;
+  int any = 0;
+  MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+  return any == 1;
+}
+#endif
+
 // GPU machines only: each rank's own GPU, NCCL from the factory, and NCCL's sum and average
 // against MPI's on the same values.
 TEST(SelectDevice, CudaGivesTheLocalRanksGpuAndNcclReducesLikeMpi) {
   const int fewest = fewest_gpus_anywhere();
   if (fewest == 0) GTEST_SKIP() << "no GPU on some rank (this machine has none)";
+  if (ranks_share_a_gpu_somewhere(select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, true})))
+    GTEST_SKIP() << "more ranks than GPUs on a node: NCCL needs a GPU per rank "
+                    "(MakeCommunicator.NcclRefusesRanksThatShareAGpu runs instead)";
   const RankDevice chosen = select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, /*share_gpus=*/true});
   ASSERT_TRUE(chosen.device.is_cuda());
   if (chosen.local_size <= cuda_device_count()) {
@@ -187,6 +202,18 @@ TEST(SelectDevice, CudaGivesTheLocalRanksGpuAndNcclReducesLikeMpi) {
     }
   }
   nccl->barrier();
+}
+
+// GPU machines with more ranks than GPUs (the one-GPU check machine at 2 ranks): NCCL would fail
+// its init with "Duplicate GPU detected"; every rank is refused first, with the ranks named.
+TEST(MakeCommunicator, NcclRefusesRanksThatShareAGpu) {
+  if (fewest_gpus_anywhere() == 0) GTEST_SKIP() << "no GPU on some rank (this machine has none)";
+  const RankDevice chosen = select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, /*share_gpus=*/true});
+  if (!ranks_share_a_gpu_somewhere(chosen)) GTEST_SKIP() << "a GPU per rank: no rank shares one";
+  testing::expect_error([&] { make_communicator(MPI_COMM_WORLD, chosen.device, /*nccl_timeout_s=*/60); },
+                        {"[comm] NcclCommunicator", "ranks 0, 1", "on one GPU", "--share-gpus",
+                         "--device cpu", fmt::format("this is rank {}", world_rank())});
+  MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // still in step
 }
 #endif
 

@@ -22,11 +22,15 @@
 #include <ATen/core/Tensor.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "core/base/check.h"
 #include "core/base/cuda_check.h"
@@ -260,6 +264,34 @@ struct NcclCommunicator::Impl {
   };
 };
 
+namespace {
+
+// NCCL takes one rank of a communicator per GPU: two ranks on one GPU fail its init with
+// "Duplicate GPU detected" (seen on a one-GPU machine with 2 ranks and --share-gpus). Every rank
+// sees every rank's GPU UUID, so all reach the same verdict and throw together, before NCCL.
+void refuse_ranks_sharing_a_gpu(MPI_Comm comm, int device, int rank, int size) {
+  cudaDeviceProp props{};
+  CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+  std::vector<char> uuids(static_cast<size_t>(16 * size));
+  MPI_CHECK(MPI_Allgather(props.uuid.bytes, 16, MPI_BYTE, uuids.data(), 16, MPI_BYTE, comm));
+  const auto uuid_of = [&](int r) { return std::string(uuids.data() + 16 * r, 16); };
+  for (int first = 0; first < size; ++first) {
+    std::vector<int> same{first};
+    for (int r = first + 1; r < size; ++r)
+      if (uuid_of(r) == uuid_of(first)) same.push_back(r);
+    if (same.size() == 1) continue;
+    const bool mine = std::find(same.begin(), same.end(), rank) != same.end();
+    throw Error(fmt::format(
+        "[comm] NcclCommunicator: ranks {} of the {} ranks of this communicator are on one GPU{}; "
+        "NCCL needs a GPU of its own for each rank, so ranks that share GPUs (--share-gpus) cannot "
+        "reduce with it: start at most one rank per GPU, or use --device cpu (this is rank {})",
+        fmt::join(same, ", "), size,
+        mine ? fmt::format(" (cuda:{} on host {}, {})", device, host_name(), props.name) : "", rank));
+  }
+}
+
+}  // namespace
+
 NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, double timeout_s)
     : impl_(std::make_unique<Impl>()) {
   if (comm == MPI_COMM_NULL) throw Error("[comm] NcclCommunicator: MPI_COMM_NULL given");
@@ -294,6 +326,7 @@ NcclCommunicator::NcclCommunicator(MPI_Comm comm, int device, double timeout_s)
                             s.rank, s.size));
   s.device = device;
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
+  refuse_ranks_sharing_a_gpu(s.host_comm, device, s.rank, s.size);
 
   // Rank 0 sends a status with the id, so that its failure to make one fails every rank.
   struct {
