@@ -302,7 +302,7 @@ bin_dir = sys.argv[1]
 names = set()
 for test in json.load(sys.stdin).get("tests", []):
     found = [os.path.basename(a) for a in test.get("command", []) if os.path.dirname(a) == bin_dir]
-    names.update(found or [re.sub(r"_np[0-9]+$", "", test["name"])])
+    names.update(found if test.get("command") else [re.sub(r"_np[0-9]+$", "", test["name"])])
 print(" ".join(sorted(names)))' "$ROOT/$BUILD_DIR/bin"
 }
 

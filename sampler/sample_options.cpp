@@ -68,7 +68,7 @@ const OptionSpec kOptions[] = {
      "a CPU, on a GPU as many as about 60% of its free memory holds"},
     {"runtime", "threads", "0", "intra-op threads per rank; 0 = default"},
     {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
-    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
+    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share; for sampling: NCCL needs a GPU per rank)"},
     {"runtime", "precision", "fp32", "fp32 | bf16: the network's forward passes (the sampler's update math stays float32)"},
     {"runtime", "collective-timeout", "300", "seconds a rank may wait in a collective before the job ends naming "
      "the stuck rank (docs/launch.md); 0 = off"},

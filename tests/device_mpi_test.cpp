@@ -4,7 +4,6 @@
 // parse errors naming --device; on a machine with GPUs (skipped here) each rank's GPU and an
 // NCCL all-reduce (sum and average) against the MPI result, or, with more ranks than GPUs, NCCL
 // refused on every rank.
-#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 #include <torch/torch.h>
@@ -156,9 +155,9 @@ TEST(MakeCommunicator, CudaWithoutAGpuRefusesOnEveryRank) {
 }
 
 #ifdef DIFFUSION_WITH_CUDA
-// Whether some node has more ranks than GPUs, so that ranks would share one (agreed).
+// Whether ranks share a GPU anywhere (by UUID, as select_device found), on every rank.
 bool ranks_share_a_gpu_somewhere(const RankDevice& chosen) {
-  const int mine = chosen.local_size > cuda_device_count() ? 1 : 0;
+  const int mine = chosen.gpu_shared_by > 1 ? 1 : 0;
   int any = 0;
   MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
   return any == 1;
@@ -170,10 +169,10 @@ bool ranks_share_a_gpu_somewhere(const RankDevice& chosen) {
 TEST(SelectDevice, CudaGivesTheLocalRanksGpuAndNcclReducesLikeMpi) {
   const int fewest = fewest_gpus_anywhere();
   if (fewest == 0) GTEST_SKIP() << "no GPU on some rank (this machine has none)";
-  if (ranks_share_a_gpu_somewhere(select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, true})))
-    GTEST_SKIP() << "more ranks than GPUs on a node: NCCL needs a GPU per rank "
-                    "(MakeCommunicator.NcclRefusesRanksThatShareAGpu runs instead)";
   const RankDevice chosen = select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, /*share_gpus=*/true});
+  if (ranks_share_a_gpu_somewhere(chosen))
+    GTEST_SKIP() << "ranks share a GPU here: NCCL needs a GPU per rank "
+                    "(MakeCommunicator.NcclRefusesRanksThatShareAGpu runs instead)";
   ASSERT_TRUE(chosen.device.is_cuda());
   if (chosen.local_size <= cuda_device_count()) {
     EXPECT_EQ(chosen.device.index(), chosen.local_rank);
@@ -211,8 +210,8 @@ TEST(MakeCommunicator, NcclRefusesRanksThatShareAGpu) {
   const RankDevice chosen = select_device(MPI_COMM_WORLD, DeviceRequest{DeviceKind::kCuda, /*share_gpus=*/true});
   if (!ranks_share_a_gpu_somewhere(chosen)) GTEST_SKIP() << "a GPU per rank: no rank shares one";
   testing::expect_error([&] { make_communicator(MPI_COMM_WORLD, chosen.device, /*nccl_timeout_s=*/60); },
-                        {"[comm] NcclCommunicator", "ranks 0, 1", "on one GPU", "--share-gpus",
-                         "--device cpu", fmt::format("this is rank {}", world_rank())});
+                        {"[comm] NcclCommunicator", "rank 0", "ranks 0, 1", "on one GPU", host_name(),
+                         "--share-gpus", "--device cpu"});
   MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));  // still in step
 }
 #endif

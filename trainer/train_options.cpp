@@ -80,7 +80,7 @@ const OptionSpec kOptions[] = {
      "for post-hoc EMA (--ema sigma-rel-S when sampling); 0 = none"},
     {"logging", "log-every", "50", "progress line and metrics record every K steps"},
     {"runtime", "device", "auto", "auto | cpu | cuda (auto: CUDA when every rank sees a GPU)"},
-    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share)"},
+    {"runtime", "share-gpus", "false", "allow more ranks on a node than GPUs (they share; for sampling: NCCL needs a GPU per rank)"},
     {"runtime", "precision", "fp32", "fp32 | bf16 (autocast for the network; weights, optimiser, EMA in fp32)"},
     {"runtime", "channels-last", "false", "images: channels-last memory format for the network"},
     {"runtime", "collective-timeout", "300", "seconds a rank may wait in a collective before the job ends naming "

@@ -78,11 +78,10 @@ CheckpointState make_ema_snapshot_state(const NamedParams& params, const std::ve
 }
 
 void remove_snapshots_after(const std::string& snapshot_dir, int64_t step) {
-  for (const auto& dir : complete_checkpoints(snapshot_dir)) {
-    // complete_checkpoints lists only step-XXXXXXXX folders.
-    if (std::stoll(std::filesystem::path(dir).filename().string().substr(5)) <= step) continue;
-    log0("[ckpt] removing EMA snapshot {}: past the step this run starts from ({})", dir, step);
-    std::filesystem::remove_all(dir);
+  for (const auto& snapshot : complete_checkpoints(snapshot_dir)) {
+    if (snapshot.step <= step) continue;
+    log0("[ckpt] removing EMA snapshot {}: past the step this run starts from ({})", snapshot.path, step);
+    std::filesystem::remove_all(snapshot.path);
   }
 }
 

@@ -74,10 +74,10 @@ std::map<std::string, at::Tensor> posthoc_ema(const LoadedCheckpoint& ckpt, cons
   if (step_dir.filename().empty()) step_dir = step_dir.parent_path();
   const fs::path snapshot_dir = step_dir.parent_path().parent_path() / kEmaSnapshotFolder;
   std::vector<LoadedCheckpoint> snapshots;
-  for (const auto& dir : complete_checkpoints(snapshot_dir.string())) {
+  for (const auto& folder : complete_checkpoints(snapshot_dir.string())) {
     // The checkpoint's own EMAs stand for its step; later snapshots are not read at all.
-    if (std::stoll(fs::path(dir).filename().string().substr(5)) >= ckpt.step) continue;
-    LoadedCheckpoint snap = read_checkpoint(dir);
+    if (folder.step >= ckpt.step) continue;
+    LoadedCheckpoint snap = read_checkpoint(folder.path);
     const auto diff = first_line_difference(model_identity(snap.config_text), model_identity(ckpt.config_text));
     if (!diff.empty())
       throw Error(fmt::format("{}: ema {}: snapshot {} belongs to another model config ({})", what, tag, snap.dir,

@@ -154,6 +154,7 @@ RankDevice select_device(MPI_Comm comm, const DeviceRequest& request) {
   agree_or_throw(comm, error, "[device] assigning GPUs");
 
   result.device = c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  result.gpu_shared_by = static_cast<int>(sharing.size());
   result.description = fmt::format("[device] rank {} of {} on host {} (local rank {} of {}): cuda:{} "
                                    "{}, {:.1f} GiB total, {:.1f} GiB free{}",
                                    rank, size, host, result.local_rank, result.local_size, index,

@@ -26,6 +26,7 @@ struct RankDevice {
   c10::Device device{c10::kCPU};
   int local_rank = 0;  // rank among the ranks of `comm` on this node
   int local_size = 1;  // ranks of `comm` on this node
+  int gpu_shared_by = 1;  // ranks of this node on this rank's GPU (by UUID), this one included
   std::string description;  // the line select_device logged: host, rank, device, memory
 };
 

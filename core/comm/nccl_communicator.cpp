@@ -37,6 +37,7 @@
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/mpi_session.h"
+#include "core/comm/agreement.h"
 #include "core/comm/collective_watchdog.h"
 
 namespace diffusion {
@@ -270,24 +271,25 @@ namespace {
 // "Duplicate GPU detected" (seen on a one-GPU machine with 2 ranks and --share-gpus). Every rank
 // sees every rank's GPU UUID, so all reach the same verdict and throw together, before NCCL.
 void refuse_ranks_sharing_a_gpu(MPI_Comm comm, int device, int rank, int size) {
+  // A failed query is agreed too: a rank that threw alone would leave the others in the gather.
   cudaDeviceProp props{};
-  CUDA_CHECK(cudaGetDeviceProperties(&props, device));
+  agree_or_throw(comm, capture_error([&] { CUDA_CHECK(cudaGetDeviceProperties(&props, device)); }),
+                 "[comm] NcclCommunicator: reading the GPU's UUID");
   std::vector<char> uuids(static_cast<size_t>(16 * size));
   MPI_CHECK(MPI_Allgather(props.uuid.bytes, 16, MPI_BYTE, uuids.data(), 16, MPI_BYTE, comm));
   const auto uuid_of = [&](int r) { return std::string(uuids.data() + 16 * r, 16); };
-  for (int first = 0; first < size; ++first) {
-    std::vector<int> same{first};
-    for (int r = first + 1; r < size; ++r)
-      if (uuid_of(r) == uuid_of(first)) same.push_back(r);
-    if (same.size() == 1) continue;
-    const bool mine = std::find(same.begin(), same.end(), rank) != same.end();
-    throw Error(fmt::format(
-        "[comm] NcclCommunicator: ranks {} of the {} ranks of this communicator are on one GPU{}; "
+  std::vector<int> same;  // the ranks on this rank's GPU, this one included
+  for (int r = 0; r < size; ++r)
+    if (uuid_of(r) == uuid_of(rank)) same.push_back(r);
+  // Each sharing rank names its host and GPU; agree_or_throw shows every rank the lowest one's.
+  std::string error;
+  if (same.size() > 1)
+    error = fmt::format(
+        "ranks {} of the {} ranks of this communicator are on one GPU (cuda:{} on host {}, {}); "
         "NCCL needs a GPU of its own for each rank, so ranks that share GPUs (--share-gpus) cannot "
-        "reduce with it: start at most one rank per GPU, or use --device cpu (this is rank {})",
-        fmt::join(same, ", "), size,
-        mine ? fmt::format(" (cuda:{} on host {}, {})", device, host_name(), props.name) : "", rank));
-  }
+        "reduce with it: start at most one rank per GPU, or use --device cpu",
+        fmt::join(same, ", "), size, device, host_name(), props.name);
+  agree_or_throw(comm, error, "[comm] NcclCommunicator");
 }
 
 }  // namespace

@@ -230,9 +230,9 @@ void commit_on_rank0(const fs::path& checkpoints_dir, const fs::path& tmp_dir,
 
 }  // namespace
 
-std::vector<std::string> complete_checkpoints(const std::string& folder) {
-  std::vector<std::string> out;
-  for (const auto& f : complete_step_folders(folder)) out.push_back(f.path.string());
+std::vector<CheckpointFolder> complete_checkpoints(const std::string& folder) {
+  std::vector<CheckpointFolder> out;
+  for (const auto& f : complete_step_folders(folder)) out.push_back({f.step, f.path.string()});
   return out;
 }
 

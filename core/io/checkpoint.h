@@ -46,9 +46,14 @@ std::string write_checkpoint(MPI_Comm comm, const std::string& run_dir, const Ch
 // folder itself. nullopt when the run has no complete checkpoint yet.
 std::optional<std::string> find_checkpoint(const std::string& path);
 
-// Every complete step folder (valid manifest) of `folder`, oldest first; empty when there is
-// none or the folder does not exist.
-std::vector<std::string> complete_checkpoints(const std::string& folder);
+struct CheckpointFolder {
+  int64_t step = 0;
+  std::string path;
+};
+
+// Every complete step folder (valid manifest) of `folder` with its step, oldest first; empty
+// when there is none or the folder does not exist.
+std::vector<CheckpointFolder> complete_checkpoints(const std::string& folder);
 
 struct LoadedCheckpoint {
   std::string dir;
