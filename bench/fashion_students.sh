@@ -17,7 +17,7 @@
 # RANKS (2), G (2), R (300), CT_STEPS (600), CLS_STEPS (600), EMA (0.995, the teacher's EMA).
 # Trains what is missing; every run resumes, finished samples and scores are kept. Builds nothing:
 # run ./launch/build.sh first. Writes $OUT/ (runs, samples, eval JSON, times, table.md) and
-# docs/results/fashion_students_*.png.
+# docs/results/fashion_students_*.png (a grid per row and the guidance plot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RANKS=${RANKS:-2}
@@ -97,7 +97,8 @@ for row in "${ROWS[@]}"; do
   fi
   echo "$tag: $(grep -o '"frechet_distance": *[0-9.]*' "$OUT/$tag.json")"
 done
-for tag in progressive-2 cd-2 ct-2 cfg-2 cg-2; do
+for row in "${ROWS[@]}"; do  # a grid per row
+  IFS='|' read -r family tag nfe checkpoint options <<<"$row"
   cp "$OUT/$tag/grid.png" "docs/results/fashion_students_$tag.png"
 done
 "$PY" - "$OUT" docs/results/fashion_students_guidance.png "${ROWS[@]}" <<'PYEOF' | tee "$OUT/table.md"
@@ -110,15 +111,15 @@ times = {}
 for line in open(f"{out}/times.txt"):
     name, sec = line.split()
     times[name] = float(sec)
-print("| model / sampler | steps | Fréchet | class accuracy | sampling s |")
-print("|---|---|---|---|---|")
+print("| model / sampler | steps | Fréchet | class accuracy | sampling s | grid |")
+print("|---|---|---|---|---|---|")
 guidance = {}
 for family, tag, nfe, ckpt, opts in rows:
     e = json.load(open(f"{out}/{tag}.json"))
     fd, acc = e["frechet_distance"], e["conditional_accuracy"]
     t = f"{times[tag]:.0f}" if tag in times else "–"
     scale = f", scale {tag.split('-', 1)[1]}" if tag.startswith(("cfg-", "cg-")) else ""
-    print(f"| {family}{scale} | {nfe} | {fd:.2f} | {acc:.3f} | {t} |")
+    print(f"| {family}{scale} | {nfe} | {fd:.2f} | {acc:.3f} | {t} | ![](results/fashion_students_{tag}.png) |")
     if tag.startswith(("cfg-", "cg-")):
         guidance.setdefault(family, []).append((acc, fd, tag.split("-", 1)[1]))
     if tag == "cfg-1":  # no guidance at all: where the classifier's curve starts too (s = 0)
