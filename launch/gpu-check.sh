@@ -180,12 +180,16 @@ stage_environment() {
   [[ ${v%%.*} -ge 12 ]] || { echo "g++ $v: need g++ 12 or later"; return 1; }
   echo "gcc/g++ $v; $(nproc) cores; $(grep MemTotal /proc/meminfo)"
   echo "python: $PY"
-  "$PY" - "$ALLOW_CPU" <<'EOF' || return 1
-import sys, torch
+  "$PY" - "$ALLOW_CPU" "$OUT/throughput.jsonl" <<'EOF' || return 1
+import json, sys, torch
 print(f"torch {torch.__version__}, CUDA {torch.version.cuda}, cuda available: {torch.cuda.is_available()}")
 for i in range(torch.cuda.device_count()):
     p = torch.cuda.get_device_properties(i)
     print(f"  cuda:{i} {p.name}, {p.total_memory / 2**30:.0f} GiB, sm_{p.major}{p.minor}")
+# The table's header names the device and torch from here, also when the peer is left out.
+device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+with open(sys.argv[2], "a") as f:
+    f.write(json.dumps({"kind": "environment", "device": device, "torch": torch.__version__}) + "\n")
 if not torch.cuda.is_available() and sys.argv[1] != "1":
     sys.exit("no CUDA device visible to torch (set GPU_CHECK_ALLOW_CPU=1 for a CPU dry run)")
 EOF
