@@ -17,7 +17,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${CONFIG:-configs/fashion_mnist_budget.ini}
-RANKS=${RANKS:-2}
 N=${N:-2000}
 CURVE_N=${CURVE_N:-500}
 GUIDE=${GUIDE:-3}
@@ -29,12 +28,7 @@ EVERY=${EVERY:-400}
 OUT=${OUT:-runs/fashion_budget}
 SEEDS=("$@")
 [ ${#SEEDS[@]} -gt 0 ] || SEEDS=(0 1)
-PY=$PWD/.venv/bin/python
-BIN=build/bin
-MPI=(mpirun -np "$RANKS" --bind-to none)
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$RANKS" ] && MPI+=(--oversubscribe)
-export OMP_NUM_THREADS=1
+. bench/common.sh
 DATA=data/fashion_mnist_train.h5
 F=/usr/share/datasets/fashion-mnist
 mkdir -p data docs/results "$OUT"

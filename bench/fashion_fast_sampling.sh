@@ -16,31 +16,19 @@
 # and docs/results/fashion_quality_vs_nfe.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RANKS=${RANKS:-2}
 N=${N:-2000}
 GUIDE=${GUIDE:-3}
 INTERVAL=${INTERVAL:-0.28,5.42}
 EMA=${EMA:-0.995}
 TEACHER=${TEACHER:-runs/fashion_budget/seed0}
 OUT=${OUT:-runs/fast_fashion}
-PY=$PWD/.venv/bin/python
-BIN=build/bin
-MPI=(mpirun -np "$RANKS" --bind-to none)
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$RANKS" ] && MPI+=(--oversubscribe)
-export OMP_NUM_THREADS=1
+. bench/common.sh
 DATA=data/fashion_mnist_train.h5
 mkdir -p docs/results "$OUT"
 if [ ! -e "$TEACHER/checkpoints/latest" ]; then
   CURVE=0 bench/fashion_budget.sh 0
 fi
 TIMES=$OUT/times.txt
-timed() {  # name command...: appends "name seconds" to $TIMES
-  local name=$1; shift
-  local t0; t0=$(date +%s.%N)
-  "$@"
-  echo "$name $(echo "$(date +%s.%N) - $t0" | bc)" >>"$TIMES"
-}
 
 # family | label | NFE | sampler options
 ROWS=("DDIM|ddim-100|100|--sampler ddim --steps 100")

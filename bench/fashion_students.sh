@@ -20,7 +20,6 @@
 # docs/results/fashion_students_*.png (a grid per row and the guidance plot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RANKS=${RANKS:-2}
 N=${N:-2000}
 G=${G:-2}
 R=${R:-300}
@@ -29,24 +28,13 @@ CLS_STEPS=${CLS_STEPS:-600}
 EMA=${EMA:-0.995}
 TEACHER=${TEACHER:-runs/fashion_budget/seed0}
 OUT=${OUT:-runs/fashion_students}
-PY=$PWD/.venv/bin/python
-BIN=build/bin
-MPI=(mpirun -np "$RANKS" --bind-to none)
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$RANKS" ] && MPI+=(--oversubscribe)
-export OMP_NUM_THREADS=1
+. bench/common.sh
 DATA=data/fashion_mnist_train.h5
 mkdir -p data docs/results "$OUT"
 F=/usr/share/datasets/fashion-mnist
 [ -f "$DATA" ] || $BIN/diffusion-data import-idx --images $F/train-images-idx3-ubyte.gz \
   --labels $F/train-labels-idx1-ubyte.gz --out "$DATA"
 TIMES=$OUT/times.txt
-timed() {  # name command...: appends "name seconds" to $TIMES
-  local name=$1; shift
-  local t0; t0=$(date +%s.%N)
-  "$@"
-  echo "$name $(echo "$(date +%s.%N) - $t0" | bc)" >>"$TIMES"
-}
 COMMON=(--data "$DATA" --threads 1 --precision bf16)
 
 # The teacher: bench/fashion_budget.sh's run of seed 0, the same command (it resumes).

@@ -13,25 +13,13 @@
 # Environment overrides: N (samples per row, 5000), RANKS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RANKS=${RANKS:-2}
 N=${N:-5000}
-PY=$PWD/.venv/bin/python
-BIN=build/bin
-MPI=(mpirun -np "$RANKS")
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$RANKS" ] && MPI+=(--oversubscribe)
-export OMP_NUM_THREADS=1
+. bench/common.sh
 DATA=data/gmm_ring.h5
 OUT=runs/fast_toy
 mkdir -p data docs/results "$OUT"
 [ -f "$DATA" ] || $BIN/diffusion-data make-toy --kind gmm-ring --num 50000 --seed 0 --out "$DATA"
 TIMES=$OUT/times.txt
-timed() {  # name command...: appends "name seconds" to $TIMES
-  local name=$1; shift
-  local t0; t0=$(date +%s.%N)
-  "$@"
-  echo "$name $(echo "$(date +%s.%N) - $t0" | bc)" >>"$TIMES"
-}
 timed teacher "${MPI[@]}" $BIN/diffusion-train --config configs/toy_2d.ini --threads 1 >"$OUT/teacher.log" 2>&1
 timed progressive "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_toy.ini --threads 1 >"$OUT/progressive.log" 2>&1
 timed cd "${MPI[@]}" $BIN/diffusion-distill --config configs/consistency_toy.ini --threads 1 >"$OUT/cd.log" 2>&1

@@ -12,15 +12,9 @@
 # $OUT/ (runs, eval JSON, table.md) and docs/results/toy_guidance.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RANKS=${RANKS:-2}
 N=${N:-5000}
 OUT=${OUT:-runs/toy_guidance}
-PY=$PWD/.venv/bin/python
-BIN=build/bin
-MPI=(mpirun -np "$RANKS" --bind-to none)
-[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
-[ "$(nproc)" -lt "$RANKS" ] && MPI+=(--oversubscribe)
-export OMP_NUM_THREADS=1
+. bench/common.sh
 DATA=data/gmm_ring.h5
 mkdir -p data docs/results "$OUT"
 [ -f "$DATA" ] || $BIN/diffusion-data make-toy --kind gmm-ring --num 50000 --seed 0 --out "$DATA"
