@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# Quality per hour (issue #13): trains the Fashion-MNIST budget recipe once per seed on 2 ranks,
+# Quality per hour (issue #13): trains the Fashion-MNIST fixed-budget recipe (configs/fashion_mnist.ini)
+# once per seed on 2 ranks,
 # scores every kept checkpoint (the curve) and the final one (the goal's figure) with
 # diffusion-eval, and draws Fréchet distance against training wall clock, the loss curves and a
 # class grid for docs/results.md.
 #   bench/fashion_budget.sh [SEED ...]        default seeds: 0 1
 # Environment overrides:
-#   CONFIG (configs/fashion_mnist_budget.ini), RANKS (2), N (2000 final samples), CURVE_N (500 samples per
+#   CONFIG (configs/fashion_mnist.ini), RANKS (2), N (2000 final samples), CURVE_N (500 samples per
 #   curve point), GUIDE (the config's recommended guidance scale, 3), INTERVAL (where guidance
 #   applies, --guidance-interval: 0.28,5.42; all = every step), EMA (auto: the slowest
 #   rate the run kept), CURVE (1; 0 scores the final checkpoint only), STEPS_DDIM (50),
-#   EVERY (400: checkpoint spacing of the curve), OUT (runs/fashion_budget).
+#   EVERY (400: checkpoint spacing of the curve), OUT (runs/fashion_budget), CLOCK_RATE (unset: the
+#   plot's clock is each run's own; a rate in images/s draws every run at that rate instead, for
+#   runs trained on machines slower than those the budget is stated for: 199, docs/results.md).
 # A run folder that is complete is not trained again (diffusion-train resumes an unfinished one);
 # samples and scores that exist are kept. Builds nothing: run ./launch/build.sh first.
 # Writes $OUT/seed<S>/ (run), $OUT/seed<S>_eval/ (samples, eval JSON), $OUT/table.md and
 # docs/results/fashion_budget_*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CONFIG=${CONFIG:-configs/fashion_mnist_budget.ini}
+CONFIG=${CONFIG:-configs/fashion_mnist.ini}
 N=${N:-2000}
 CURVE_N=${CURVE_N:-500}
 GUIDE=${GUIDE:-3}
@@ -61,4 +64,6 @@ for S in "${SEEDS[@]}"; do
   score "$RUN" "$EVAL/final" "$N"
 done
 
-"$PY" bench/fashion_budget_plot.py --out "$OUT" --guide "$GUIDE" --steps-ddim "$STEPS_DDIM" "${SEEDS[@]/#/$OUT/seed}"
+rate=(); [ -n "${CLOCK_RATE:-}" ] && rate=(--clock-rate "$CLOCK_RATE")
+"$PY" bench/fashion_budget_plot.py --out "$OUT" --guide "$GUIDE" --steps-ddim "$STEPS_DDIM" "${rate[@]}" \
+  "${SEEDS[@]/#/$OUT/seed}"

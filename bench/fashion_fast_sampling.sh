@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #14's quality-against-NFE table and plot for Fashion-MNIST (docs/results.md, "Fast
-# sampling on Fashion-MNIST"): the budget recipe's teacher (configs/fashion_mnist_budget.ini,
+# sampling on Fashion-MNIST"): the teacher of the fixed-budget recipe (configs/fashion_mnist.ini,
 # trained by bench/fashion_budget.sh) sampled with DDIM, DPM-Solver++(2M) (on the Karras grid
 # and on trailing timesteps), Heun and Euler (Karras grid) at about 4, 8, 10, 20 and 50 network
 # evaluations per sample (NFE; Heun's S steps cost 2S - 1), plus DDIM-100 as the reference of the
@@ -12,8 +12,8 @@
 # Environment overrides: TEACHER (runs/fashion_budget/seed0; trained with bench/fashion_budget.sh
 # when missing), N (samples per row, 2000), RANKS (2), GUIDE (3), INTERVAL (0.28,5.42),
 # EMA (0.995), OUT (runs/fast_fashion).
-# Builds nothing: run ./launch/build.sh first. Writes $OUT/ (samples, eval JSON, table.md, times)
-# and docs/results/fashion_quality_vs_nfe.png.
+# Builds nothing: run ./launch/build.sh first. Writes $OUT/ (samples, eval JSON, table.md, times),
+# docs/results/fashion_quality_vs_nfe.png and a grid per row, docs/results/fashion_fast_<row>.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
@@ -53,6 +53,7 @@ for row in "${ROWS[@]}"; do
     rm -f "$OUT/$tag/samples.h5"  # 2000 images each; the score is what the table needs
   fi
   echo "$tag: $(grep -o '"frechet_distance": *[0-9.]*' "$OUT/$tag.json")"
+  cp "$OUT/$tag/grid.png" "docs/results/fashion_fast_$tag.png"
 done
 "$PY" - "$OUT" docs/results/fashion_quality_vs_nfe.png "${ROWS[@]}" <<'PYEOF' | tee "$OUT/table.md"
 import json, sys
@@ -60,8 +61,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 out, png, rows = sys.argv[1], sys.argv[2], [r.split("|") for r in sys.argv[3:]]
-print("| sampler | NFE | Fréchet | class accuracy |")
-print("|---|---|---|---|")
+print("| sampler | NFE | Fréchet | class accuracy | grid |")
+print("|---|---|---|---|---|")
 series, ref = {}, None
 for family, tag, nfe, opts in rows:
     e = json.load(open(f"{out}/{tag}.json"))
@@ -69,7 +70,7 @@ for family, tag, nfe, opts in rows:
     if tag == "ddim-100":
         ref = fd
     series.setdefault(family, []).append((int(nfe), fd))
-    print(f"| {family} | {nfe} | {fd:.2f} | {acc:.3f} |")
+    print(f"| {family} | {nfe} | {fd:.2f} | {acc:.3f} | ![](results/fashion_fast_{tag}.png) |")
 fig, ax = plt.subplots(figsize=(6.4, 4.4))
 top = 3 * min(fd for pts in series.values() for _, fd in pts)  # keeps the useful range readable
 off = []

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue #14's few-step rows for Fashion-MNIST (docs/results.md, "Few-step models and classifier
-# guidance on Fashion-MNIST"), from the budget recipe's teacher (configs/fashion_mnist_budget.ini,
+# guidance on Fashion-MNIST"), from the teacher of the fixed-budget recipe (configs/fashion_mnist.ini,
 # seed 0, the run bench/fashion_budget.sh trains):
 #   - progressive distillation, 16 -> 1 steps, R optimiser steps a round at batch 64, the teacher's
 #     classifier-free guidance (scale G on every step) built into the students;
@@ -38,7 +38,7 @@ TIMES=$OUT/times.txt
 COMMON=(--data "$DATA" --threads 1 --precision bf16)
 
 # The teacher: bench/fashion_budget.sh's run of seed 0, the same command (it resumes).
-timed teacher "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist_budget.ini --seed 0 \
+timed teacher "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini --seed 0 \
   --out "$TEACHER" --threads 1 --checkpoint-every 400 --keep-checkpoints 1000 >>"$TEACHER.log" 2>&1
 
 PD=$OUT/progressive
@@ -50,10 +50,10 @@ timed cd "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_fashion_mni
   --method consistency --teacher "$TEACHER" --teacher-ema "$EMA" --out "$CD" \
   --steps-per-round $((3 * R)) --guidance-scale "$G" --lr 1e-4 --lr-decay cosine >>"$CD.log" 2>&1
 CT=$OUT/ct
-timed ct "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist_budget.ini "${COMMON[@]}" \
+timed ct "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
   --objective consistency --prediction v --steps "$CT_STEPS" --warmup 100 --out "$CT" >>"$CT.log" 2>&1
 CLS=$OUT/classifier
-timed classifier "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist_budget.ini "${COMMON[@]}" \
+timed classifier "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
   --objective classifier --class-cond false --p-uncond 0 --steps "$CLS_STEPS" --warmup 50 --lr 1e-3 --out "$CLS" >>"$CLS.log" 2>&1
 
 # family | label | NFE | checkpoint | sampler options. NFE counts network evaluations per sample

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -517,6 +518,85 @@ TEST(InspectTest, ReportsShapeHistogramRangeAndVerdict) {
   const std::string bad_text = format_report(bad);
   EXPECT_NE(bad_text.find("trainer can read it: no: "), std::string::npos) << bad_text;
   EXPECT_NE(bad_text.find("junk.h5"), std::string::npos) << bad_text;
+}
+
+// The mirror check on images built here: a pattern p that is not its own mirror image p', and
+// classes whose share of rows facing as the class mean follows by hand.
+TEST(InspectTest, MirrorCheckFindsClassesThatFaceOneWay) {
+  ScratchDir dir("inspect_mirror");
+  const int64_t h = 4, w = 6, c = 2, elements = h * w * c;
+  // p: bright on the left, dim on the right, with a ramp so no two columns are alike.
+  std::vector<uint8_t> p(static_cast<size_t>(elements)), p_mirror(p.size()), sym(p.size());
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t k = 0; k < c; ++k) {
+        p[static_cast<size_t>((y * w + x) * c + k)] = static_cast<uint8_t>(200 - 30 * x + 5 * y + k);
+        p_mirror[static_cast<size_t>((y * w + (w - 1 - x)) * c + k)] =
+            static_cast<uint8_t>(200 - 30 * x + 5 * y + k);
+        sym[static_cast<size_t>((y * w + x) * c + k)] =
+            static_cast<uint8_t>(50 + 20 * std::min(x, w - 1 - x) + y);
+      }
+  // class 0: 8 rows of p (all one way: share 1); class 1: p and p' alternating (the mean is its
+  // own mirror image, every row ties: 0.5); class 2: symmetric rows (0.5); class 3: 6 rows of p
+  // and 2 of p' (the mean's m - mirror(m) is (p - p')/2, so the p rows face as the mean: 0.75).
+  std::vector<uint8_t> rows;
+  std::vector<int64_t> labels;
+  const auto add = [&](const std::vector<uint8_t>& img, int64_t label) {
+    rows.insert(rows.end(), img.begin(), img.end());
+    labels.push_back(label);
+  };
+  for (int i = 0; i < 8; ++i) add(p, 0);
+  for (int i = 0; i < 8; ++i) add(i % 2 ? p_mirror : p, 1);
+  for (int i = 0; i < 8; ++i) add(sym, 2);
+  for (int i = 0; i < 8; ++i) add(i < 6 ? p : p_mirror, 3);
+  DatasetSpec spec;
+  spec.kind = DataKind::kImages;
+  spec.sample_shape = {h, w, c};
+  spec.has_labels = true;
+  spec.num_classes = 5;  // class 4 has no rows
+  spec.class_names = {"left", "both", "symmetric", "mostly left", "none"};
+  {
+    DatasetWriter writer(dir.file("labelled.h5"), spec);
+    writer.append_images(rows.data(), labels.data(), static_cast<int64_t>(labels.size()));
+    writer.commit();
+  }
+  const InspectReport r = inspect_dataset(dir.file("labelled.h5"));
+  ASSERT_TRUE(r.readable) << r.reason;
+  ASSERT_EQ(r.facing_share.size(), 5u);
+  EXPECT_EQ(r.facing_share[0], 1.0);
+  EXPECT_EQ(r.facing_share[1], 0.5);
+  EXPECT_EQ(r.facing_share[2], 0.5);
+  EXPECT_EQ(r.facing_share[3], 0.75);
+  const std::string text = format_report(r);
+  EXPECT_NE(text.find("class 0 (left): 8, facing as the class mean: 1.000"), std::string::npos) << text;
+  EXPECT_NE(text.find("class 3 (mostly left): 8, facing as the class mean: 0.750"), std::string::npos) << text;
+  EXPECT_NE(text.find("class 4 (none): 0\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("class 0 (left) faces one way"), std::string::npos) << text;
+  EXPECT_NE(text.find("random-flip would train on mirror images"), std::string::npos) << text;
+
+  // Unlabelled: one group. Only the symmetric rows: no orientation at all.
+  spec.has_labels = false;
+  spec.num_classes = 0;
+  spec.class_names.clear();
+  {
+    DatasetWriter writer(dir.file("symmetric.h5"), spec);
+    writer.append_images(sym.data(), nullptr, 1);
+    writer.append_images(sym.data(), nullptr, 1);
+    writer.commit();
+  }
+  const InspectReport u = inspect_dataset(dir.file("symmetric.h5"));
+  ASSERT_TRUE(u.readable) << u.reason;
+  ASSERT_EQ(u.facing_share.size(), 1u);
+  EXPECT_EQ(u.facing_share[0], 0.5);
+  EXPECT_NE(format_report(u).find("the images do not face one way"), std::string::npos) << format_report(u);
+
+  // Vectors have no mirror image: no check.
+  ToyOptions options;
+  options.num = 10;
+  options.out_path = dir.file("toy.h5");
+  write_toy(options);
+  EXPECT_TRUE(inspect_dataset(dir.file("toy.h5")).facing_share.empty());
+  EXPECT_EQ(format_report(inspect_dataset(dir.file("toy.h5"))).find("mirror check"), std::string::npos);
 }
 
 }  // namespace

@@ -46,6 +46,26 @@ else
   fail "progress output"
 fi
 
+# --- a resume from an older checkpoint than the last log step ----------------------------------
+# As after a crash past step 300: the run's log holds steps 350..600, its checkpoints only 300.
+# The resumed run logs 350..600 again; metrics.jsonl must hold each step once, with the
+# uninterrupted run's losses (the resume continues bit for bit).
+cp -r "$WORK/run" "$WORK/cut"
+rm -rf "$WORK/cut/checkpoints/step-00000600"
+echo step-00000300 >"$WORK/cut/checkpoints/latest"
+if "${TRAIN[@]}" --out "$WORK/cut" --steps 600 --checkpoint-every 300 --prediction eps >"$WORK/cut.log" 2>&1 &&
+   grep -q "dropped 6 record(s) past step 300" "$WORK/cut.log" &&
+   "$PY" - "$WORK/run/metrics.jsonl" "$WORK/cut/metrics.jsonl" <<'PYEOF'
+import json, sys
+whole, cut = ([json.loads(l) for l in open(p)] for p in sys.argv[1:])
+steps = [r["step"] for r in cut]
+assert steps == list(range(50, 601, 50)), steps
+for a, b in zip(whole, cut):
+    assert a["loss"] == b["loss"] and a["grad_norm"] == b["grad_norm"], (a, b)
+PYEOF
+then pass "a resume drops the log records past its checkpoint and logs them again, equal"
+else fail "metrics.jsonl after a resume from an older checkpoint"; grep -E "resumed|dropped|rror" "$WORK/cut.log" | head; fi
+
 # --- SIGUSR1: checkpoint and clean exit, then resume ------------------------------------------
 "${TRAIN[@]}" --out "$WORK/sig" --steps 100000 --checkpoint-every 100000 >"$WORK/sig.log" 2>&1 &
 pid=$!

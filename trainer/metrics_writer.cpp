@@ -3,9 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <vector>
 
+#include "core/base/durable_file.h"
 #include "core/base/error.h"
 #include "core/base/log.h"
 #include "core/base/text.h"
@@ -30,6 +33,28 @@ void MetricsWriter::write(const MetricsRecord& r) const {
   std::ofstream metrics(path_, std::ios::app);
   if (!(metrics << record.dump() << "\n"))
     throw Error(fmt::format("{}: cannot append the metrics record", path_));
+}
+
+int64_t drop_metrics_after(const std::string& path, int64_t step) {
+  if (!std::filesystem::exists(path)) return 0;
+  std::ifstream in(path);
+  if (!in) throw Error(fmt::format("{}: cannot read the metrics records", path));
+  std::string line, kept;
+  int64_t dropped = 0;
+  while (std::getline(in, line)) {
+    const auto record = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    const bool past = !record.is_discarded() && record.is_object() && record.contains("step") &&
+                      record["step"].is_number_integer() && record["step"].get<int64_t>() > step;
+    if (past) {
+      ++dropped;
+      continue;
+    }
+    kept += line;
+    kept += '\n';
+  }
+  if (in.bad()) throw Error(fmt::format("{}: cannot read the metrics records", path));
+  if (dropped > 0) write_file_atomic(path, kept);
+  return dropped;
 }
 
 }  // namespace diffusion

@@ -34,4 +34,10 @@ class MetricsWriter {
   bool writes_;
 };
 
+// Drops the records past `step` from the metrics file at `path` and returns how many it dropped:
+// a run that resumes from a checkpoint older than its last log step logs those steps again, and
+// a reader should find each step once. Lines that are not records are kept; a missing file drops
+// nothing. The file is replaced atomically, so a failure leaves it as it was.
+int64_t drop_metrics_after(const std::string& path, int64_t step);
+
 }  // namespace diffusion

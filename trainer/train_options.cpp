@@ -22,7 +22,7 @@ namespace {
 // One declaration per option (llama.cpp's arg table): group, name, default, help.
 const OptionSpec kOptions[] = {
     {"data", "data", "", "training set (HDF5, docs/formats.md)"},
-    {"data", "random-flip", "false", "random horizontal flips (images)"},
+    {"data", "random-flip", "false", "random horizontal flips (images); not for classes that face one way (diffusion-data inspect)"},
     {"data", "memory-limit-mb", "1024", "load the data set into memory when it fits under this"},
     {"model", "model", "unet", "network: unet | mlp"},
     {"model", "in-channels", "0", "image channels; 0 = from the data"},

@@ -232,6 +232,12 @@ TrainResult Trainer::run() {
     agree_or_throw(comm_, capture_error([&] {
       if (rank == 0) remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
     }), "[ckpt] removing EMA snapshots past the start step");
+  agree_or_throw(comm_, capture_error([&] {
+    if (rank != 0) return;
+    const std::string path = run_dir + "/metrics.jsonl";
+    if (const int64_t dropped = drop_metrics_after(path, n.step); dropped > 0)
+      log0("[train] {}: dropped {} record(s) past step {}, logged before the resume", path, dropped, n.step);
+  }), "[train] dropping metrics records past the start step");
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
