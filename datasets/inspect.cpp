@@ -22,24 +22,15 @@ int64_t scan_rows(const DatasetInfo& info) {
   return std::max<int64_t>(1, (8 << 20) / row_bytes);
 }
 
-// Per group (class, or all rows), m - mirror(m) for the group mean m: [groups][H*W*C].
-std::vector<std::vector<double>> mirror_differences(const std::vector<std::vector<double>>& sums,
-                                                    const std::vector<int64_t>& counts,
-                                                    const DatasetInfo& info) {
+// Calls f(at, mirrored) for every value of the left half of an [H, W, C] image and its mirror
+// image's index (an odd middle column is its own mirror image and adds nothing).
+template <class F>
+void for_left_half(const DatasetInfo& info, F&& f) {
   const int64_t h = info.sample_shape[0], w = info.sample_shape[1], c = info.sample_shape[2];
-  std::vector<std::vector<double>> diff(sums.size());
-  for (size_t g = 0; g < sums.size(); ++g) {
-    diff[g].assign(sums[g].size(), 0.0);
-    if (counts[g] == 0) continue;
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x)
-        for (int64_t k = 0; k < c; ++k) {
-          const auto at = static_cast<size_t>((y * w + x) * c + k);
-          const auto mirrored = static_cast<size_t>((y * w + (w - 1 - x)) * c + k);
-          diff[g][at] = (sums[g][at] - sums[g][mirrored]) / static_cast<double>(counts[g]);
-        }
-  }
-  return diff;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w / 2; ++x)
+      for (int64_t k = 0; k < c; ++k)
+        f(static_cast<size_t>((y * w + x) * c + k), static_cast<size_t>((y * w + (w - 1 - x)) * c + k));
 }
 
 }  // namespace
@@ -118,8 +109,13 @@ InspectReport inspect_dataset(const std::string& path) {
       for (int64_t label : labels) ++report.label_counts[static_cast<size_t>(label)];
     }
     if (mirror_check) {
-      const auto diff = mirror_differences(group_sums, group_counts, info);
-      const int64_t h = info.sample_shape[0], w = info.sample_shape[1], c = info.sample_shape[2];
+      // In place, left half only: a group's sums become m - mirror(m) for its mean m.
+      for (size_t g = 0; g < group_sums.size(); ++g)
+        if (group_counts[g] > 0)
+          for_left_half(info, [&](size_t at, size_t mirrored) {
+            group_sums[g][at] = (group_sums[g][at] - group_sums[g][mirrored]) / static_cast<double>(group_counts[g]);
+          });
+      const auto& diff = group_sums;
       std::vector<double> facing(static_cast<size_t>(groups), 0.0);
       for (int64_t begin = 0; begin < info.num_samples; begin += step) {
         const int64_t end = std::min(info.num_samples, begin + step);
@@ -131,13 +127,9 @@ InspectReport inspect_dataset(const std::string& path) {
           // Pairs a pixel with its mirror image, so a symmetric row gives exactly 0 (a tie)
           // rather than a rounding residue of far-apart terms.
           double dot = 0;
-          for (int64_t y = 0; y < h; ++y)
-            for (int64_t x = 0; x < w / 2; ++x)
-              for (int64_t k = 0; k < c; ++k) {
-                const auto at = static_cast<size_t>((y * w + x) * c + k);
-                const auto mirrored = static_cast<size_t>((y * w + (w - 1 - x)) * c + k);
-                dot += (static_cast<double>(px[at]) - px[mirrored]) * diff[g][at];
-              }
+          for_left_half(info, [&](size_t at, size_t mirrored) {
+            dot += (static_cast<double>(px[at]) - px[mirrored]) * diff[g][at];
+          });
           facing[g] += dot > 0 ? 1.0 : dot == 0 ? 0.5 : 0.0;
         }
       }

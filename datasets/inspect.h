@@ -31,8 +31,8 @@ struct InspectReport {
 
 // A class at or above this share faces one way: mirroring it makes images the data never has.
 inline constexpr double kFacesOneWay = 0.9;
-// The check holds the class means and their mirror differences in doubles: 2^24 values each,
-// 256 MiB at most, enough for 1000 classes of 64x64x3.
+// The check holds the class sums in doubles (turned into the mirror differences in place): 2^24
+// values, 128 MiB at most, enough for 1000 classes of 64x64x3.
 inline constexpr int64_t kMirrorCheckValues = int64_t{1} << 24;
 
 // Validates the layout, then scans every row (labels and values, NaN/inf included). Never

@@ -226,18 +226,16 @@ TrainResult Trainer::run() {
            to_string(c.runtime.precision));
   }
   objective.bind_emas(emas);
-  // Rank 0 alone touches the folder, but a failure there must end every rank, not leave them
-  // in the next collective.
-  if (c.checkpoint.ema_snapshot_every > 0)
-    agree_or_throw(comm_, capture_error([&] {
-      if (rank == 0) remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
-    }), "[ckpt] removing EMA snapshots past the start step");
+  // What a run wrote past its start step (EMA snapshots, metrics records) goes before it is
+  // written again. Rank 0 alone touches the folder, but a failure there must end every rank, not
+  // leave them in the next collective.
   agree_or_throw(comm_, capture_error([&] {
     if (rank != 0) return;
+    if (c.checkpoint.ema_snapshot_every > 0) remove_snapshots_after(run_dir + "/" + kEmaSnapshotFolder, n.step);
     const std::string path = run_dir + "/metrics.jsonl";
     if (const int64_t dropped = drop_metrics_after(path, n.step); dropped > 0)
       log0("[train] {}: dropped {} record(s) past step {}, logged before the resume", path, dropped, n.step);
-  }), "[train] dropping metrics records past the start step");
+  }), "[train] removing what the run wrote past the start step");
   if (rank == 0) {
     std::filesystem::create_directories(run_dir);
     write_file_atomic(config_path, c.resolved_text);
