@@ -14,20 +14,24 @@
 # classifier features, class accuracy) against data/fashion_mnist_train.h5.
 #   bench/fashion_students.sh
 # Environment overrides: TEACHER (runs/fashion_budget/seed0; trained here when missing), OUT (runs/fashion_students), N (2000),
-# RANKS (2), G (2), R (300), CT_STEPS (600), CLS_STEPS (600), EMA (0.995, the teacher's EMA).
+# RANKS (2), G (1.5, the recipe's recommended guidance), R (300), CT_STEPS (600), CLS_STEPS (600),
+# EMA (0.995, the teacher's EMA), PARTS (which models to train and score, of
+# "progressive cd ct cfg classifier"; all by default; the teacher's DDIM rows are always made).
 # Trains what is missing; every run resumes, finished samples and scores are kept. Builds nothing:
 # run ./launch/build.sh first. Writes $OUT/ (runs, samples, eval JSON, times, table.md) and
 # docs/results/fashion_students_*.png (a grid per row and the guidance plot).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
-G=${G:-2}
+G=${G:-1.5}
 R=${R:-300}
 CT_STEPS=${CT_STEPS:-600}
 CLS_STEPS=${CLS_STEPS:-600}
 EMA=${EMA:-0.995}
 TEACHER=${TEACHER:-runs/fashion_budget/seed0}
 OUT=${OUT:-runs/fashion_students}
+PARTS=${PARTS:-progressive cd ct cfg classifier}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 . bench/common.sh
 DATA=data/fashion_mnist_train.h5
 mkdir -p data docs/results "$OUT"
@@ -42,18 +46,18 @@ timed teacher "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.in
   --out "$TEACHER" --threads 1 --checkpoint-every 400 --keep-checkpoints 1000 >>"$TEACHER.log" 2>&1
 
 PD=$OUT/progressive
-timed progressive "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_fashion_mnist.ini "${COMMON[@]}" \
+want progressive && timed progressive "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_fashion_mnist.ini "${COMMON[@]}" \
   --teacher "$TEACHER" --teacher-ema "$EMA" --out "$PD" --start-steps 16 --target-steps 1 \
   --steps-per-round "$R" --guidance-scale "$G" >>"$PD.log" 2>&1
 CD=$OUT/cd
-timed cd "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_fashion_mnist.ini "${COMMON[@]}" \
+want cd && timed cd "${MPI[@]}" $BIN/diffusion-distill --config configs/distill_fashion_mnist.ini "${COMMON[@]}" \
   --method consistency --teacher "$TEACHER" --teacher-ema "$EMA" --out "$CD" \
   --steps-per-round $((3 * R)) --guidance-scale "$G" --lr 1e-4 --lr-decay cosine >>"$CD.log" 2>&1
 CT=$OUT/ct
-timed ct "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
+want ct && timed ct "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
   --objective consistency --prediction v --steps "$CT_STEPS" --warmup 100 --out "$CT" >>"$CT.log" 2>&1
 CLS=$OUT/classifier
-timed classifier "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
+want classifier && timed classifier "${MPI[@]}" $BIN/diffusion-train --config configs/fashion_mnist.ini "${COMMON[@]}" \
   --objective classifier --class-cond false --p-uncond 0 --steps "$CLS_STEPS" --warmup 50 --lr 1e-3 --out "$CLS" >>"$CLS.log" 2>&1
 
 # family | label | NFE | checkpoint | sampler options. NFE counts network evaluations per sample
@@ -62,16 +66,20 @@ TGUIDE=(--ema "$EMA" --guidance-scale "$G")
 ROWS=("teacher DDIM, guidance $G|teacher-ddim-4|4|$TEACHER|--sampler ddim --steps 4 ${TGUIDE[*]}"
       "teacher DDIM, guidance $G|teacher-ddim-20|20|$TEACHER|--sampler ddim --steps 20 ${TGUIDE[*]}")
 for s in 1 2 4; do
-  ROWS+=("progressive student|progressive-$s|$s|$PD/steps-$s|"
-         "consistency distillation|cd-$s|$s|$CD/consistency|--steps $s"
-         "consistency training|ct-$s|$s|$CT|--steps $s")
+  want progressive && ROWS+=("progressive student|progressive-$s|$s|$PD/steps-$s|")
+  want cd && ROWS+=("consistency distillation|cd-$s|$s|$CD/consistency|--steps $s")
+  want ct && ROWS+=("consistency training|ct-$s|$s|$CT|--steps $s")
 done
-for w in 1 1.5 2 3; do
-  ROWS+=("classifier-free guidance, DDIM-20|cfg-$w|20|$TEACHER|--sampler ddim --steps 20 --ema $EMA --guidance-scale $w")
-done
-for c in 2 6; do
-  ROWS+=("classifier guidance, DDIM-20|cg-$c|20|$TEACHER|--sampler ddim --steps 20 --ema $EMA --classifier $CLS --classifier-scale $c")
-done
+if want cfg; then
+  for w in 1 1.5 2 3; do
+    ROWS+=("classifier-free guidance, DDIM-20|cfg-$w|20|$TEACHER|--sampler ddim --steps 20 --ema $EMA --guidance-scale $w")
+  done
+fi
+if want classifier; then
+  for c in 2 6; do
+    ROWS+=("classifier guidance, DDIM-20|cg-$c|20|$TEACHER|--sampler ddim --steps 20 --ema $EMA --classifier $CLS --classifier-scale $c")
+  done
+fi
 for row in "${ROWS[@]}"; do
   IFS='|' read -r family tag nfe checkpoint options <<<"$row"
   if [ ! -f "$OUT/$tag.json" ]; then
@@ -120,5 +128,6 @@ for family, pts in guidance.items():
         ax.annotate(f"s={scale}", (acc, fd), textcoords="offset points", xytext=(4, 4), fontsize=7)
 ax.set_xlabel("class accuracy"); ax.set_ylabel("Fréchet distance (classifier features)")
 ax.set_title("Fashion-MNIST: classifier against classifier-free guidance\n(DDIM-20, 2000 samples)", fontsize=10)
-ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(png, dpi=110)
+if guidance:  # only when the guidance rows were made (PARTS)
+    ax.legend(fontsize=8); fig.tight_layout(); fig.savefig(png, dpi=110)
 PYEOF

@@ -41,6 +41,7 @@
 #ifdef DIFFUSION_WITH_CUDA
 #include "core/comm/cuda_runtime.h"
 #endif
+#include "core/diffusion/consistency.h"
 #include "core/diffusion/samplers.h"
 #include "core/diffusion/schedule.h"
 #include "core/models/autocast.h"
@@ -136,7 +137,11 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
                                 : s.kind == SamplerKind::kDdpm        ? T
                                 : s.kind == SamplerKind::kConsistency ? 1
                                                                       : std::min<int64_t>(50, T);
-  s.steps = c.steps.value_or(default_steps);
+  if (!c.time_points.empty() && s.kind != SamplerKind::kConsistency)
+    throw Error(fmt::format("option --time-points: {} is not a consistency model (it samples with --sampler {}); "
+                            "chosen time points are for consistency sampling",
+                            m.description, to_string(s.kind)));
+  s.steps = c.steps.value_or(c.time_points.empty() ? default_steps : static_cast<int64_t>(c.time_points.size()));
   if (s.steps > T)
     throw Error(fmt::format("option --steps: {} exceeds the model's T = {} timesteps", s.steps, T));
   // Consistency sampling starts at σ_max, which trailing spacing visits first at any step count.
@@ -161,6 +166,12 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
            student.sampling_steps);
   }
   if (m.consistency) s.consistency_grid = m.distilled.grid;
+  s.time_points = c.time_points;
+  if (!s.time_points.empty()) try {
+      (void)consistency_time_points(T, s.time_points, s.consistency_grid);
+    } catch (const Error& e) {
+      throw Error(fmt::format("option {} ({})", e.what(), m.description));
+    }
   s.eta = c.eta;
   s.karras = c.karras;
   s.churn = c.churn;
@@ -219,6 +230,8 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
   // Recorded only with a classifier, so folders written before it existed still resume.
   if (classifier) r.settings["classifier"] = {{"model", classifier->identity}, {"scale", s.classifier_scale}};
   if (!s.consistency_grid.empty()) r.settings["consistency_grid"] = s.consistency_grid;
+  // Recorded only when chosen, so folders written before --time-points existed still resume.
+  if (!s.time_points.empty()) r.settings["time_points"] = s.time_points;
   // The fast samplers' settings are recorded only for them, so folders written before they
   // existed (ddpm, ddim) still resume.
   if (is_fast_sampler(s.kind)) {

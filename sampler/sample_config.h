@@ -43,6 +43,7 @@ struct SampleConfig {
   // a consistency model, ddim otherwise
   std::string sampler = "auto";
   std::optional<int64_t> steps;           // unset: T for ddpm, 1 for consistency, min(50, T) otherwise
+  std::vector<int64_t> time_points;       // --time-points: consistency sampling's K points (empty: spacing)
   double eta = 0.0;                       // DDIM only
   bool karras = false;                    // fast samplers: Karras σ grid instead of the spacing
   double churn = 0.0;                     // euler | heun: EDM's S_churn, S_tmin, S_tmax, S_noise

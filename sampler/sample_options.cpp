@@ -46,6 +46,8 @@ const OptionSpec kOptions[] = {
     {"sampler", "sampler", "auto", "ddpm | ddim | euler | heun | dpmpp-2m | dpmpp-2m-sde | consistency (docs/sampling.md); "
      "auto = consistency for a consistency model, else ddim"},
     {"sampler", "steps", "auto", "S sampling steps; auto = T for ddpm, 1 for consistency, 50 for the others"},
+    {"sampler", "time-points", "auto", "consistency: the K time points T1,...,TK (descending training timesteps from "
+     "T-1, on a distilled student's grid) instead of trailing spacing; sets --steps K; auto = trailing"},
     {"sampler", "eta", "0", "DDIM noise scale (0 = deterministic)"},
     {"sampler", "variance", "auto", "DDPM: fixed-large | fixed-small | learned; auto = learned if the model learned it"},
     {"sampler", "timestep-spacing", "auto", "leading | trailing | linspace; auto = leading, or a distilled student's own grid"},
@@ -140,6 +142,15 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   if (s("steps") != "auto") {
     c.steps = option_int("steps", s("steps"));
     if (*c.steps < 1) throw Error(fmt::format("option --steps: {} must be at least 1", *c.steps));
+  }
+  if (s("time-points") != "auto") {
+    c.time_points = option_int_list("time-points", s("time-points"));
+    if (c.sampler != "auto" && kind != SamplerKind::kConsistency)
+      throw Error(fmt::format("option --time-points {}: only consistency sampling takes chosen time points, not "
+                              "--sampler {}", s("time-points"), c.sampler));
+    if (c.steps && *c.steps != static_cast<int64_t>(c.time_points.size()))
+      throw Error(fmt::format("option --time-points {}: {} points, but --steps {}; leave --steps out", s("time-points"),
+                              c.time_points.size(), *c.steps));
   }
   c.eta = option_double("eta", s("eta"));
   if (c.eta < 0) throw Error(fmt::format("option --eta: {} must be >= 0", c.eta));

@@ -118,6 +118,21 @@ grep -q "resumed from .*step-00000020" "$WORK/ct_r.log" && same_samples "$WORK/s
   && pass "consistency training resumed from step 20 (mid-curriculum) is bit-identical" \
   || { fail "CT resume"; grep "\[ckpt\]" "$WORK/ct_r.log"; }
 
+# --- chosen time points (--time-points) -----------------------------------------------------------
+# Trailing spacing's own points give the same samples as --steps 2; other points other samples.
+sample "$WORK/ct" "$WORK/s_ct2" --steps 2
+sample "$WORK/ct" "$WORK/s_ct2_tp" --time-points 999,499
+sample "$WORK/ct" "$WORK/s_ct2_low" --time-points 999,249
+same_samples "$WORK/s_ct2" "$WORK/s_ct2_tp" 0 && grep -q "consistency with 2 steps" "$WORK/s_ct2_tp.log" \
+  && pass "--time-points 999,499 samples as --steps 2 (trailing) does, bit for bit" || fail "--time-points 999,499"
+! same_samples "$WORK/s_ct2" "$WORK/s_ct2_low" 0 >/dev/null 2>&1 && grep -q '"time_points"' "$WORK/s_ct2_low/manifest.json" \
+  && pass "--time-points 999,249 samples at its own points and records them" || fail "--time-points 999,249"
+grid=$(sed -n 's/^grid = //p' "$WORK/cd/consistency/config.ini")
+mid=$(echo "$grid" | tr ',' '\n' | sed -n 8p)
+sample "$WORK/cd/consistency" "$WORK/s_cd_tp" --time-points "999,$mid"
+[ -f "$WORK/s_cd_tp/samples.h5" ] && pass "the CD student samples at --time-points 999,$mid on its grid" \
+  || fail "--time-points on the student's grid ($grid)"
+
 # --- bad input: a clear error, nothing written ---------------------------------------------------
 S=("${MPI[@]}" -np 1 "$BIN/diffusion-sample" --num-samples 10 --threads 1)
 expect_fail "DDPM on a consistency model" "samples with --sampler consistency" "$WORK/bad1" \
@@ -133,6 +148,14 @@ expect_fail "an eps consistency model" "prediction" "$WORK/bad5" \
   --prediction eps --steps 5 --out "$WORK/bad5"
 expect_fail "a consistency model as teacher" "is a consistency model" "$WORK/bad6" \
   "${MPI[@]}" -np 1 "$BIN/diffusion-distill" --method consistency --teacher "$WORK/ct" --data "$D" --out "$WORK/bad6"
+expect_fail "time points off a student's grid" "not on the consistency student's training grid" "$WORK/bad8" \
+  "${S[@]}" --checkpoint "$WORK/cd/consistency" --time-points 999,300 --out "$WORK/bad8"
+expect_fail "time points not starting at T-1" "must be t = 999" "$WORK/bad9" \
+  "${S[@]}" --checkpoint "$WORK/ct" --time-points 900,400 --out "$WORK/bad9"
+expect_fail "time points for a denoiser" "is not a consistency model" "$WORK/bad10" \
+  "${S[@]}" --checkpoint "$WORK/teacher" --time-points 999,499 --out "$WORK/bad10"
+expect_fail "time points against --steps" "leave --steps out" "$WORK/bad11" \
+  "${S[@]}" --checkpoint "$WORK/ct" --time-points 999,499 --steps 3 --out "$WORK/bad11"
 expect_fail "unknown teacher solver" "teacher-solver" "$WORK/bad7" \
   "${CD[@]}" --teacher-solver rk4 --out "$WORK/bad7"
 

@@ -312,5 +312,43 @@ TEST(ConsistencySampling, ExactModelGivesTheDataDistribution) {
   EXPECT_FALSE(is_fast_sampler(SamplerKind::kConsistency));
 }
 
+TEST(ConsistencySampling, ChosenTimePoints) {
+  GaussConsistency exact;
+  const DenoiseFn fn = [&](const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) { return exact.forward(x, t, y); };
+  std::vector<int64_t> indices(4000);
+  for (int64_t i = 0; i < 4000; ++i) indices[i] = i;
+  SamplerConfig config;
+  config.kind = SamplerKind::kConsistency;
+  config.spacing = TimestepSpacing::kTrailing;
+  config.prediction = Prediction::kX0;
+  // The points trailing spacing picks, given explicitly: the same samples.
+  config.steps = 4;
+  const auto spaced = Sampler(kSchedule, config).sample(fn, indices, {2}, {});
+  config.time_points = consistency_sampling_timesteps(1000, 4);
+  EXPECT_TRUE(tensor_near(Sampler(kSchedule, config).sample(fn, indices, {2}, {}), spaced, 0.0, 0.0));
+  // Other points: visited as given, and an exact model still gives the data distribution.
+  config.steps = 2;
+  config.time_points = {999, 249};
+  const Sampler sampler(kSchedule, config);
+  EXPECT_EQ(sampler.timesteps(), (std::vector<int64_t>{999, 249}));
+  const auto x = sampler.sample(fn, indices, {2}, {});
+  EXPECT_NEAR(x.std().item<double>(), kStd, 0.03 * kStd);
+  EXPECT_NEAR(x.mean().item<double>(), 0.0, 0.03);
+  config.steps = 3;
+  testing::expect_error([&] { const Sampler s(kSchedule, config); }, {"--time-points", "2 points", "--steps 3"});
+  config.steps = 2;
+  config.kind = SamplerKind::kDdim;
+  testing::expect_error([&] { const Sampler s(kSchedule, config); }, {"--time-points", "ddim"});
+
+  const std::vector<int64_t> grid = {0, 5, 21, 55, 120, 221, 342, 455, 551, 631, 699, 757, 809, 854, 895, 933, 967, 999};
+  EXPECT_EQ(consistency_time_points(1000, {999, 455, 5}, grid), (std::vector<int64_t>{999, 455, 5}));
+  testing::expect_error([&] { consistency_time_points(1000, {}); }, {"--time-points", "empty"});
+  testing::expect_error([&] { consistency_time_points(1000, {998, 500}); }, {"--time-points 998,500", "t = 999"});
+  testing::expect_error([&] { consistency_time_points(1000, {999, 500, 500}); }, {"point 3", "t = 500"});
+  testing::expect_error([&] { consistency_time_points(1000, {999, -1}); }, {"point 2", "t = -1"});
+  testing::expect_error([&] { consistency_time_points(1000, {999, 300}, grid); },
+                        {"t = 300", "training grid (18 points", "t = 221 and 342"});
+}
+
 }  // namespace
 }  // namespace diffusion

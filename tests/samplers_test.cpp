@@ -10,6 +10,7 @@
 #include <cmath>
 
 #include "core/diffusion/gaussian_diffusion.h"
+#include "core/diffusion/ode_samplers.h"
 #include "core/diffusion/samplers.h"
 #include "tests/test_utils.h"
 
@@ -51,6 +52,23 @@ class SamplersTest : public ::testing::Test {
     }
     return out;
   };
+
+  // Guidance at scale 3 on two classes, only where lo < σ <= hi.
+  static SamplerConfig interval_guided(SamplerKind kind, int64_t steps, double lo, double hi) {
+    SamplerConfig config;
+    config.kind = kind;
+    config.steps = steps;
+    config.num_classes = 2;
+    config.guidance_scale = 3.0;
+    config.guidance_sigma_lo = lo;
+    config.guidance_sigma_hi = hi;
+    return config;
+  }
+  // The conditional model's ε̂ at scale 3 where `guided`, by hand: ε_c + 2 (ε_c - ε_null).
+  at::Tensor eps_by_hand(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels, bool guided) {
+    const auto cond = conditional(x, t, labels);
+    return guided ? cond + 2.0 * (cond - conditional(x, t, torch::full({x.size(0)}, 2, torch::kLong))) : cond;
+  }
 
   std::vector<int64_t> range(int64_t begin, int64_t end) {
     std::vector<int64_t> v;
@@ -142,13 +160,7 @@ TEST_F(SamplersTest, GuidanceScaleZeroIsUnconditionalAndOneIsConditional) {
 }
 
 TEST_F(SamplersTest, GuidanceIntervalGuidesOnlyWhereSigmaIsInsideIt) {
-  SamplerConfig config;
-  config.kind = SamplerKind::kDdim;
-  config.steps = 20;
-  config.num_classes = 2;
-  config.guidance_scale = 3.0;
-  config.guidance_sigma_lo = 0.3;
-  config.guidance_sigma_hi = 5.0;
+  const auto config = interval_guided(SamplerKind::kDdim, 20, 0.3, 5.0);
   const auto labels = torch::tensor({0, 1, 1}, torch::kLong);
   torch::manual_seed(3);
   const auto x_T = torch::randn({3, 2});
@@ -176,10 +188,7 @@ TEST_F(SamplersTest, GuidanceIntervalGuidesOnlyWhereSigmaIsInsideIt) {
     const double ab = schedule.alpha_bar(ts[i]);
     const double ab_next = i + 1 < ts.size() ? schedule.alpha_bar(ts[i + 1]) : 1.0;
     const double sigma = std::sqrt((1 - ab) / ab);
-    const auto cond = conditional(x, t, labels);
-    const auto eps = sigma > 0.3 && sigma <= 5.0
-                         ? cond + 2.0 * (cond - conditional(x, t, torch::full({3}, 2, torch::kLong)))
-                         : cond;
+    const auto eps = eps_by_hand(x, t, labels, sigma > 0.3 && sigma <= 5.0);
     const auto x0 = (x - std::sqrt(1 - ab) * eps) / std::sqrt(ab);
     x = std::sqrt(ab_next) * x0 + std::sqrt(1 - ab_next) * eps;
   }
@@ -205,6 +214,44 @@ TEST_F(SamplersTest, GuidanceIntervalGuidesOnlyWhereSigmaIsInsideIt) {
     bad.guidance_sigma_hi = hi;
     EXPECT_THROW((void)Sampler(schedule, bad), Error) << lo << "," << hi;
   }
+}
+
+// DPM-Solver++(2M) extrapolates x̂_0 from the step before; where the guidance interval starts
+// or ends that x̂_0 was made under the other guidance, so the sampler takes a first-order step
+// there. A second code path: the 2M loop by hand with that restart, and without it (which the
+// sampler must not match: the restart changes the samples).
+TEST_F(SamplersTest, DpmSolverRestartsFirstOrderWhereTheGuidanceIntervalStartsOrEnds) {
+  auto config = interval_guided(SamplerKind::kDpmpp2m, 10, 0.28, 5.42);
+  config.karras = true;
+  const auto labels = torch::tensor({0, 1, 1}, torch::kLong);
+  torch::manual_seed(4);
+  const auto x_T = torch::randn({3, 2});
+  const Sampler sampler(schedule, config);
+  const auto got = sampler.sample(conditional, range(0, 3), {2}, labels, x_T);
+  const auto& ts = sampler.timesteps();
+  const auto& sig = sampler.sigmas();
+  const auto by_hand = [&](bool restart) {
+    auto x = x_T.clone();
+    at::Tensor x0_prev;
+    bool guided_prev = false;
+    int switches = 0;
+    for (size_t k = 0; k < ts.size(); ++k) {
+      const auto t = torch::full({3}, ts[k], torch::kLong);
+      const double sigma_t = std::sqrt(1.0 / schedule.alpha_bar(ts[k]) - 1.0);
+      const bool guided = sigma_t > 0.28 && sigma_t <= 5.42;
+      const auto x0 = x0_at_sigma(Prediction::kEps, x, sig[k], eps_by_hand(x, t, labels, guided), false);
+      const bool switched = k > 0 && guided != guided_prev;
+      switches += switched;
+      x = dpmpp_2m_step(x, x0, sig[k], sig[k + 1], restart && switched ? at::Tensor() : x0_prev,
+                        k > 0 ? sig[k - 1] : 0.0, {});
+      x0_prev = x0;
+      guided_prev = guided;
+    }
+    EXPECT_EQ(switches, 2);  // into the interval and out of it, both inside the 10-step grid
+    return x;
+  };
+  EXPECT_TRUE(tensor_near(got, by_hand(true), 1e-5, 1e-5));
+  EXPECT_FALSE(tensor_near(got, by_hand(false), 1e-3, 1e-3));
 }
 
 TEST_F(SamplersTest, EachSampleIsAPureFunctionOfSeedAndIndex) {

@@ -2,6 +2,7 @@
 #include "core/diffusion/consistency.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -114,6 +115,29 @@ std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps, co
                             "points near trailing spacing; use fewer steps",
                             steps, grid.size(), t.size()));
   return t;
+}
+
+std::vector<int64_t> consistency_time_points(int64_t T, const std::vector<int64_t>& points,
+                                             const std::vector<int64_t>& grid) {
+  if (points.empty()) throw Error("--time-points: empty; give K descending timesteps starting at T-1");
+  if (points.front() != T - 1)
+    throw Error(fmt::format("--time-points {}: the first point must be t = {} (sigma_max, where x_T is drawn)",
+                            fmt::join(points, ","), T - 1));
+  for (size_t k = 1; k < points.size(); ++k)
+    if (!(points[k] >= 0 && points[k] < points[k - 1]))
+      throw Error(fmt::format("--time-points {}: point {} (t = {}) must be in [0, {}) and below the one before it",
+                              fmt::join(points, ","), k + 1, points[k], points[k - 1]));
+  if (!grid.empty())
+    for (const auto tau : points)
+      if (!std::binary_search(grid.begin(), grid.end(), tau)) {
+        const auto hi = std::lower_bound(grid.begin(), grid.end(), tau);  // not end: grid.back() = T-1 > tau
+        const std::string nearest =
+            hi == grid.begin() ? fmt::format("t = {}", *hi) : fmt::format("t = {} and {}", *(hi - 1), *hi);
+        throw Error(fmt::format("--time-points: t = {} is not on the consistency student's training grid ({} points; "
+                                "the nearest are {}); it was trained on that grid only",
+                                tau, grid.size(), nearest));
+      }
+  return points;
 }
 
 }  // namespace diffusion

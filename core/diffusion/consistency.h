@@ -74,4 +74,11 @@ at::Tensor teacher_ode_step(const NoiseSchedule& schedule, TeacherSolver solver,
 std::vector<int64_t> consistency_sampling_timesteps(int64_t T, int64_t steps,
                                                     const std::vector<int64_t>& grid = {});
 
+// Chosen time points of K-step consistency sampling (--time-points; Song et al. 2023 choose
+// them per data set, e.g. by a search on sample quality): checked and returned as given. They
+// must descend strictly from T-1 (σ_max, where x_T is drawn) and, with a distilled student's
+// grid, lie on it. Throws diffusion::Error naming --time-points and the offending point.
+std::vector<int64_t> consistency_time_points(int64_t T, const std::vector<int64_t>& points,
+                                             const std::vector<int64_t>& grid = {});
+
 }  // namespace diffusion

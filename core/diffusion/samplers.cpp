@@ -121,10 +121,18 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
   if (config_.churn != 0.0 && !churning)
     throw Error(fmt::format("--churn: only euler and heun churn, not --sampler {}", to_string(config_.kind)));
   if (config_.churn < 0) throw Error(fmt::format("--churn {} must be >= 0", config_.churn));
+  if (!config_.time_points.empty() && config_.kind != SamplerKind::kConsistency)
+    throw Error(fmt::format("--time-points: only consistency sampling takes chosen time points, not --sampler {}",
+                            to_string(config_.kind)));
   if (config_.kind == SamplerKind::kConsistency) {
     if (config_.eta != 0.0) throw Error(fmt::format("--eta {}: consistency sampling has no eta", config_.eta));
-    if (!config_.consistency_grid.empty() && config_.spacing == TimestepSpacing::kTrailing)
+    if (!config_.time_points.empty()) {
+      if (static_cast<int64_t>(config_.time_points.size()) != config_.steps)
+        throw Error(fmt::format("--time-points: {} points for --steps {}", config_.time_points.size(), config_.steps));
+      timesteps_ = consistency_time_points(training.num_steps(), config_.time_points, config_.consistency_grid);
+    } else if (!config_.consistency_grid.empty() && config_.spacing == TimestepSpacing::kTrailing) {
       timesteps_ = consistency_sampling_timesteps(training.num_steps(), config_.steps, config_.consistency_grid);
+    }
     if (timesteps_.front() != training.num_steps() - 1)
       throw Error(fmt::format("--timestep-spacing {}: consistency sampling starts at sigma_max (t = {}), this spacing "
                               "starts at t = {}; use trailing",
@@ -136,14 +144,16 @@ Sampler::Sampler(const NoiseSchedule& training, const SamplerConfig& config)
   }
 }
 
+bool Sampler::guided_at(int64_t tau, const at::Tensor& labels) const {
+  if (!labels.defined() || config_.num_classes == 0 || config_.guidance_scale == 1.0) return false;
+  const double sigma = std::sqrt((1.0 - training_.alpha_bar(tau)) / training_.alpha_bar(tau));
+  return sigma > config_.guidance_sigma_lo && sigma <= config_.guidance_sigma_hi;
+}
+
 at::Tensor Sampler::model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
                                  const at::Tensor& labels) const {
   const int64_t B = x.size(0);
-  const auto in_interval = [&] {
-    const double sigma = std::sqrt((1.0 - training_.alpha_bar(tau)) / training_.alpha_bar(tau));
-    return sigma > config_.guidance_sigma_lo && sigma <= config_.guidance_sigma_hi;
-  };
-  const bool guide = labels.defined() && config_.num_classes > 0 && config_.guidance_scale != 1.0 && in_interval();
+  const bool guide = guided_at(tau, labels);
   const auto on = x.options().dtype(torch::kLong);
   // An unconditional model is given no labels (they may be a classifier's targets).
   if (!guide) return model(x, torch::full({B}, tau, on), config_.num_classes > 0 ? labels : at::Tensor());
@@ -254,14 +264,22 @@ at::Tensor Sampler::sample_fast(const DenoiseFn& model, at::Tensor x, const at::
     return x0_at_sigma(config_.prediction, x_vp, sigma, out, config_.clip_x0);
   };
   if (config_.kind == SamplerKind::kDpmpp2m || config_.kind == SamplerKind::kDpmpp2mSde) {
-    // VP scale throughout; the 2M update uses the previous step's x̂_0 (docs/math.md).
+    // VP scale throughout; the 2M update uses the previous step's x̂_0 (docs/math.md). Where a
+    // guidance interval starts or ends, the previous x̂_0 comes from the other guidance regime:
+    // their difference is the guidance, not the trajectory's curvature, and extrapolating it
+    // (by 1/(2r), 0.64 at the Karras grid's exit at 10 steps) corrupts the sample, so that step
+    // is first order (docs/sampling.md "Guidance interval").
     const bool sde = config_.kind == SamplerKind::kDpmpp2mSde;
     at::Tensor x0_prev;
+    bool guided_prev = false;
     for (int64_t k = 0; k < S; ++k) {
+      const bool guided = guided_at(timesteps_[k], labels);
       const auto x0 = denoise(x, sig[k], timesteps_[k]);
       const auto noise = sde && sig[k + 1] > 0 ? draw() : at::Tensor();
-      x = dpmpp_2m_step(x, x0, sig[k], sig[k + 1], x0_prev, k > 0 ? sig[k - 1] : 0.0, noise);
+      x = dpmpp_2m_step(x, x0, sig[k], sig[k + 1], guided == guided_prev ? x0_prev : at::Tensor(),
+                        k > 0 ? sig[k - 1] : 0.0, noise);
       x0_prev = x0;
+      guided_prev = guided;
     }
     return x;
   }

@@ -58,6 +58,9 @@ struct SamplerConfig {
   // Consistency sampling of a distilled student: its training grid (ascending); the time points
   // snap to it (consistency_sampling_timesteps). Empty: plain trailing spacing.
   std::vector<int64_t> consistency_grid;
+  // Consistency sampling at these time points (descending from T-1, `steps` of them; on the
+  // student's grid when it has one) instead of the spacing; empty: the spacing's.
+  std::vector<int64_t> time_points;
   uint64_t seed = 0;
   // Where x_T and the per-step noise are drawn (keyed_normal gives the same values on CPU and
   // CUDA), and where x_T given as latents is moved; the model is called on tensors there.
@@ -140,6 +143,9 @@ class Sampler {
   const std::vector<double>& sigmas() const { return grid_.sigmas; }
 
  private:
+  // Whether the call at τ runs classifier-free guidance: a conditional model, labels, s ≠ 1, and
+  // σ_τ inside the guidance interval.
+  bool guided_at(int64_t tau, const at::Tensor& labels) const;
   at::Tensor model_output(const DenoiseFn& model, const at::Tensor& x, int64_t tau,
                           const at::Tensor& labels) const;
 
