@@ -41,7 +41,6 @@
 #ifdef DIFFUSION_WITH_CUDA
 #include "core/comm/cuda_runtime.h"
 #endif
-#include "core/diffusion/consistency.h"
 #include "core/diffusion/samplers.h"
 #include "core/diffusion/schedule.h"
 #include "core/models/autocast.h"
@@ -167,11 +166,6 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
   }
   if (m.consistency) s.consistency_grid = m.distilled.grid;
   s.time_points = c.time_points;
-  if (!s.time_points.empty()) try {
-      (void)consistency_time_points(T, s.time_points, s.consistency_grid);
-    } catch (const Error& e) {
-      throw Error(fmt::format("option {} ({})", e.what(), m.description));
-    }
   s.eta = c.eta;
   s.karras = c.karras;
   s.churn = c.churn;
@@ -243,8 +237,13 @@ Resolved resolve(const SampleConfig& c, const SamplingModel& m, const GuidanceCl
                              {"s_noise", s.s_noise}};
     if (s.karras) r.settings.erase("timestep_spacing");  // the Karras grid replaces it
   }
-  // Every setting of the sampler checked now (its grid included), before anything is written.
-  (void)Sampler(NoiseSchedule::from_config(m.schedule), s);
+  // Every setting of the sampler checked now (its grid and time points included), before anything
+  // is written; the error names the model it was checked against.
+  try {
+    (void)Sampler(NoiseSchedule::from_config(m.schedule), s);
+  } catch (const Error& e) {
+    throw Error(fmt::format("option {} ({})", e.what(), m.description));
+  }
   // Input files by path and content (CRC32, rank 0 only: only its copy is compared).
   const auto file_id = [&](const std::string& path) {
     json id = {{"path", fs::absolute(path).lexically_normal().string()}};

@@ -145,9 +145,6 @@ std::optional<SampleConfig> parse_sample_options(int argc, char** argv) {
   }
   if (s("time-points") != "auto") {
     c.time_points = option_int_list("time-points", s("time-points"));
-    if (c.sampler != "auto" && kind != SamplerKind::kConsistency)
-      throw Error(fmt::format("option --time-points {}: only consistency sampling takes chosen time points, not "
-                              "--sampler {}", s("time-points"), c.sampler));
     if (c.steps && *c.steps != static_cast<int64_t>(c.time_points.size()))
       throw Error(fmt::format("option --time-points {}: {} points, but --steps {}; leave --steps out", s("time-points"),
                               c.time_points.size(), *c.steps));
