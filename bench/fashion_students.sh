@@ -16,7 +16,8 @@
 # Environment overrides: TEACHER (runs/fashion_budget/seed0; trained here when missing), OUT (runs/fashion_students), N (2000),
 # RANKS (2), G (1.5, the recipe's recommended guidance), R (300), CT_STEPS (600), CLS_STEPS (600),
 # EMA (0.995, the teacher's EMA), PARTS (which models to train and score, of
-# "progressive cd ct cfg classifier"; all by default; the teacher's DDIM rows are always made).
+# "progressive cd ct cfg classifier"; all by default; the teacher's DDIM rows are always made),
+# GRIDS (fashion_students: the docs/results/ name prefix of the grids and the guidance plot).
 # Trains what is missing; every run resumes, finished samples and scores are kept. Builds nothing:
 # run ./launch/build.sh first. Writes $OUT/ (runs, samples, eval JSON, times, table.md) and
 # docs/results/fashion_students_*.png (a grid per row and the guidance plot).
@@ -32,6 +33,7 @@ TEACHER=${TEACHER:-runs/fashion_budget/seed0}
 OUT=${OUT:-runs/fashion_students}
 PARTS=${PARTS:-progressive cd ct cfg classifier}
 want() { [[ " $PARTS " == *" $1 "* ]]; }
+GRIDS=${GRIDS:-fashion_students}
 . bench/common.sh
 DATA=data/fashion_mnist_train.h5
 mkdir -p data docs/results "$OUT"
@@ -95,14 +97,14 @@ for row in "${ROWS[@]}"; do
 done
 for row in "${ROWS[@]}"; do  # a grid per row
   IFS='|' read -r family tag nfe checkpoint options <<<"$row"
-  cp "$OUT/$tag/grid.png" "docs/results/fashion_students_$tag.png"
+  cp "$OUT/$tag/grid.png" "docs/results/${GRIDS}_$tag.png"
 done
-"$PY" - "$OUT" docs/results/fashion_students_guidance.png "${ROWS[@]}" <<'PYEOF' | tee "$OUT/table.md"
+"$PY" - "$OUT" "docs/results/${GRIDS}_guidance.png" "$GRIDS" "${ROWS[@]}" <<'PYEOF' | tee "$OUT/table.md"
 import json, sys
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-out, png, rows = sys.argv[1], sys.argv[2], [r.split("|") for r in sys.argv[3:]]
+out, png, grids, rows = sys.argv[1], sys.argv[2], sys.argv[3], [r.split("|") for r in sys.argv[4:]]
 times = {}
 for line in open(f"{out}/times.txt"):
     name, sec = line.split()
@@ -115,7 +117,7 @@ for family, tag, nfe, ckpt, opts in rows:
     fd, acc = e["frechet_distance"], e["conditional_accuracy"]
     t = f"{times[tag]:.0f}" if tag in times else "–"
     scale = f", scale {tag.split('-', 1)[1]}" if tag.startswith(("cfg-", "cg-")) else ""
-    print(f"| {family}{scale} | {nfe} | {fd:.2f} | {acc:.3f} | {t} | ![](results/fashion_students_{tag}.png) |")
+    print(f"| {family}{scale} | {nfe} | {fd:.2f} | {acc:.3f} | {t} | ![](results/{grids}_{tag}.png) |")
     if tag.startswith(("cfg-", "cg-")):
         guidance.setdefault(family, []).append((acc, fd, tag.split("-", 1)[1]))
     if tag == "cfg-1":  # no guidance at all: where the classifier's curve starts too (s = 0)
